@@ -1,0 +1,13 @@
+import { loadDefinitions } from '../server/fhir/definitions.ts';
+import { getSearchParameters, getSearchParameterDetails, getDataType } from '@medplum/core';
+import { indexRowsFor } from '../server/fhir/search/index-rows.ts';
+loadDefinitions();
+const p = getSearchParameters('Patient')!;
+console.log(Object.keys(p).join(' '));
+console.log(Object.keys(getSearchParameters('Observation')!).join(' '));
+const cvq = getSearchParameters('Observation')!['component-code-value-quantity'];
+console.log(JSON.stringify(cvq, null, 1).slice(0, 1500));
+console.log(JSON.stringify(p['_tag']), JSON.stringify(p['_source']), JSON.stringify(p['_profile']));
+const rows = indexRowsFor({resourceType:'Patient', id:'x', meta:{tag:[{system:'s',code:'c'}], profile:['http://p'], source:'http://src'}, name:[{family:'Müller', given:['Hans','Peter'], prefix:['Dr']}], address:[{line:['1 Main St'], city:'Boston', postalCode:'02101'}], birthDate:'1970-03', identifier:[{system:'urn:mrn', value:'123', type:{coding:[{system:'http://terminology.hl7.org/CodeSystem/v2-0203', code:'MR'}]}}], gender:'male', active:true, generalPractitioner:[{reference:'Practitioner/1', identifier:{system:'npi', value:'9'}}]} as any);
+console.log(JSON.stringify(rows, null, 0));
+const dt = getDataType('Patient'); console.log(Object.entries(dt.elements).slice(0,8).map(([k,e]) => k + ':' + JSON.stringify({s:(e as any).isSummary, min:e.min})).join('\n'));

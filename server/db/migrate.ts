@@ -1,0 +1,28 @@
+// Runs the versioned migrations at start with knex (never edit a released migration: add one).
+import knexFactory from 'knex';
+import * as m001 from './migrations/001_core.ts';
+
+interface Migration {
+  name: string;
+  up: (knex: import('knex').Knex) => Promise<void>;
+  down: (knex: import('knex').Knex) => Promise<void>;
+}
+
+// Listed explicitly rather than read from a folder, so the order is visible and no loader is
+// needed for .ts files.
+const MIGRATIONS: Migration[] = [m001];
+
+export async function migrate(connectionString: string): Promise<void> {
+  const knex = knexFactory({ client: 'pg', connection: connectionString, pool: { min: 0, max: 1 } });
+  try {
+    await knex.migrate.latest({
+      migrationSource: {
+        getMigrations: async () => MIGRATIONS,
+        getMigrationName: (m: Migration) => m.name,
+        getMigration: async (m: Migration) => m,
+      },
+    });
+  } finally {
+    await knex.destroy();
+  }
+}

@@ -1,0 +1,51 @@
+// The database handle the FHIR engine uses: a pg pool plus a transaction helper. SQL lives only
+// in server/fhir and server/db; everything else goes through the repository.
+import pg from 'pg';
+
+// Return timestamps and bigints as strings; SQL formats instants itself (see INSTANT_SQL).
+pg.types.setTypeParser(pg.types.builtins.TIMESTAMPTZ, (v) => v);
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => v);
+
+/** SQL that renders a timestamptz column as a FHIR instant (UTC, milliseconds). */
+export const instantSql = (column: string): string =>
+  `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+/** Something that runs SQL: the pool, or one client inside a transaction. */
+export interface Queryable {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(
+    sql: string | pg.QueryConfig,
+    params?: unknown[],
+  ): Promise<pg.QueryResult<R>>;
+}
+
+export interface Db extends Queryable {
+  /** Runs fn in one SQL transaction on one connection; rolls back if it throws. */
+  transaction<T>(fn: (client: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+  readonly pool: pg.Pool;
+}
+
+export function createDb(connectionString: string, poolSize: number): Db {
+  const pool = new pg.Pool({ connectionString, max: poolSize, idleTimeoutMillis: 30_000 });
+  // An idle client that errors (server restart) must not crash the process.
+  pool.on('error', () => {});
+  return {
+    pool,
+    query: (sql, params) => pool.query(sql as string, params as unknown[]),
+    async transaction(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await fn(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+}

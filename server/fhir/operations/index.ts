@@ -1,0 +1,2 @@
+// Registers every operation (each file calls registerOperation on import).
+import './validate.ts';

@@ -1,0 +1,363 @@
+// The FHIR repository: the one door through which every resource is read and written, whatever
+// came in (REST, a transaction entry, HL7 v2, a workflow job). A write is a single SQL statement
+// (current row, history row, index rows, outbox row as data-modifying CTEs), so it is atomic on
+// its own and costs one round trip; inside a transaction Bundle it joins the open transaction.
+import { randomUUID } from 'node:crypto';
+import type { Resource } from '@medplum/fhirtypes';
+import { instantSql, type Db, type Queryable } from '../db/pool.ts';
+import { isResourceType } from './definitions.ts';
+import { badRequest, gone, notFound, preconditionFailed } from './outcome.ts';
+import { indexRowsFor, type IndexRows } from './search/index-rows.ts';
+import { assertValid, isValidId } from './validate.ts';
+
+export type WriteMethod = 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** A stored version as read from the database; json is the stored text, ready to send. */
+export interface StoredVersion {
+  resourceType: string;
+  id: string;
+  version: number;
+  lastUpdated: string;
+  deleted: boolean;
+  /** Serialized resource (absent for a deleted version). */
+  json?: string;
+}
+
+export interface WriteResult<T extends Resource = Resource> {
+  resource: T;
+  /** true when the write created the resource (201), false when it updated it (200). */
+  created: boolean;
+}
+
+export interface RepositoryOptions {
+  baseUrl: string;
+}
+
+/** Binary payload stored beside the Binary resource. */
+export interface BinaryPayload {
+  data: Buffer;
+}
+
+export class Repository {
+  readonly db: Queryable;
+  readonly options: RepositoryOptions;
+  private readonly root?: Db;
+
+  constructor(db: Queryable, options: RepositoryOptions, root?: Db) {
+    this.db = db;
+    this.options = options;
+    this.root = root;
+  }
+
+  /** True when this repository is bound to an open SQL transaction. */
+  get inTransaction(): boolean {
+    return this.root === undefined;
+  }
+
+  /**
+   * Runs fn with a repository bound to one SQL transaction (all or nothing). Nested calls reuse
+   * the open transaction.
+   */
+  async transaction<T>(fn: (repo: Repository) => Promise<T>): Promise<T> {
+    if (!this.root) return fn(this);
+    return this.root.transaction((client) => fn(new Repository(client, this.options)));
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async readVersion(type: string, id: string): Promise<StoredVersion> {
+    assertType(type);
+    if (!isValidId(id)) throw notFound(`${type}/${id} is not a valid id`);
+    const res = await this.db.query<{ version: number; last_updated: string; deleted: boolean; json: string }>(
+      {
+        name: `read:${type}`,
+        text: `SELECT version, ${instantSql('last_updated')} AS last_updated, deleted, content::text AS json FROM "${type}" WHERE id = $1`,
+        values: [id],
+      },
+    );
+    const row = res.rows[0];
+    if (!row) throw notFound(`${type}/${id} is not known`);
+    const stored: StoredVersion = {
+      resourceType: type,
+      id,
+      version: row.version,
+      lastUpdated: row.last_updated,
+      deleted: row.deleted,
+      json: row.deleted ? undefined : row.json,
+    };
+    return stored;
+  }
+
+  /** Current version; 404 if unknown, 410 if deleted. */
+  async read(type: string, id: string): Promise<StoredVersion> {
+    const v = await this.readVersion(type, id);
+    if (v.deleted) throw gone(`${type}/${id} was deleted`);
+    return v;
+  }
+
+  async readResource<T extends Resource = Resource>(type: string, id: string): Promise<T> {
+    return JSON.parse((await this.read(type, id)).json as string) as T;
+  }
+
+  async vread(type: string, id: string, versionId: string): Promise<StoredVersion> {
+    assertType(type);
+    if (!isValidId(id) || !/^\d{1,9}$/.test(versionId)) throw notFound(`${type}/${id}/_history/${versionId} is not known`);
+    const res = await this.db.query<{ last_updated: string; deleted: boolean; json: string | null }>(
+      `SELECT ${instantSql('last_updated')} AS last_updated, deleted, content::text AS json FROM resource_history
+       WHERE resource_type = $1 AND id = $2 AND version = $3`,
+      [type, id, Number(versionId)],
+    );
+    const row = res.rows[0];
+    if (!row) throw notFound(`${type}/${id}/_history/${versionId} is not known`);
+    if (row.deleted) throw gone(`${type}/${id} version ${versionId} is a deletion`);
+    return {
+      resourceType: type,
+      id,
+      version: Number(versionId),
+      lastUpdated: row.last_updated,
+      deleted: false,
+      json: row.json ?? undefined,
+    };
+  }
+
+  async readBinaryData(id: string, version: number): Promise<Buffer | undefined> {
+    const res = await this.db.query<{ data: Buffer }>('SELECT data FROM binary_content WHERE id = $1 AND version = $2', [id, version]);
+    return res.rows[0]?.data;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /** Creates a resource with a new server-assigned id (or the one a transaction assigned). */
+  async create<T extends Resource>(resource: T, binary?: BinaryPayload, assignedId?: string): Promise<T> {
+    assertType(resource.resourceType);
+    const prepared = this.prepare(resource, assignedId ?? randomUUID(), 'POST');
+    await this.write('insert', prepared, 'POST', undefined, binary);
+    return prepared;
+  }
+
+  /**
+   * Updates (or, with a new client id, creates) resource.id. With ifMatch, only if the current
+   * version is that one (412 otherwise); concurrent writers serialise on the row lock, so exactly
+   * one of two updates with the same If-Match wins.
+   */
+  async update<T extends Resource>(
+    resource: T,
+    options: { ifMatch?: number; method?: WriteMethod; binary?: BinaryPayload } = {},
+  ): Promise<WriteResult<T>> {
+    assertType(resource.resourceType);
+    const id = resource.id;
+    if (!id || !isValidId(id)) throw badRequest('An update needs a valid resource id', [`${resource.resourceType}.id`]);
+    const method = options.method ?? 'PUT';
+    const prepared = this.prepare(resource, id, method);
+    if (options.ifMatch !== undefined) {
+      const result = await this.write('update-if-match', prepared, method, options.ifMatch, options.binary);
+      if (!result) {
+        const current = await this.readVersion(resource.resourceType, id).catch(() => undefined);
+        if (!current) throw notFound(`${resource.resourceType}/${id} is not known`);
+        throw preconditionFailed(
+          `If-Match version ${options.ifMatch} does not match the current version ${current.version} of ${resource.resourceType}/${id}`,
+        );
+      }
+      return { resource: prepared, created: false };
+    }
+    const result = await this.write('upsert', prepared, method, undefined, options.binary);
+    return { resource: prepared, created: result?.inserted ?? false };
+  }
+
+  /**
+   * Soft delete: a deletion version goes to history, the index rows go, reads answer 410.
+   * Deleting something unknown or already deleted is not an error (R4: idempotent).
+   * Returns the new version number, or undefined when nothing was there to delete.
+   */
+  async delete(type: string, id: string, options: { ifMatch?: number } = {}): Promise<number | undefined> {
+    assertType(type);
+    if (!isValidId(id)) throw notFound(`${type}/${id} is not a valid id`);
+    const lastUpdated = new Date().toISOString();
+    const stub = { resourceType: type, id, meta: { lastUpdated } } as Resource;
+    const result = await this.write('delete', stub, 'DELETE', options.ifMatch);
+    if (!result && options.ifMatch !== undefined) {
+      const current = await this.readVersion(type, id).catch(() => undefined);
+      if (current && !current.deleted) {
+        throw preconditionFailed(`If-Match version ${options.ifMatch} does not match the current version ${current.version} of ${type}/${id}`);
+      }
+    }
+    return result?.version;
+  }
+
+  /** Sets id, meta.versionId (provisional: the database decides) and meta.lastUpdated; validates. */
+  private prepare<T extends Resource>(resource: T, id: string, _method: WriteMethod): T {
+    const meta = { ...(resource.meta ?? {}) };
+    meta.versionId = '1';
+    meta.lastUpdated = new Date().toISOString();
+    const prepared = { ...resource, id, meta } as T;
+    assertValid(prepared);
+    return prepared;
+  }
+
+  /**
+   * The single write statement. kind:
+   *  insert          - new id (create)
+   *  upsert          - insert or bump the version (update, update-as-create)
+   *  update-if-match - bump the version only if it equals expected (If-Match)
+   *  delete          - mark deleted, drop index rows (optionally If-Match)
+   * Returns the new version and whether a row was inserted, or undefined when no row matched.
+   */
+  private async write(
+    kind: 'insert' | 'upsert' | 'update-if-match' | 'delete',
+    resource: Resource,
+    method: WriteMethod,
+    expected?: number,
+    binary?: BinaryPayload,
+  ): Promise<{ version: number; inserted: boolean } | undefined> {
+    const type = resource.resourceType;
+    const id = resource.id as string;
+    const lastUpdated = resource.meta?.lastUpdated as string;
+    const values: unknown[] = [id, lastUpdated];
+    const param = (v: unknown): string => {
+      values.push(v);
+      return `$${values.length}`;
+    };
+    const T = `"${type}"`;
+    const ctes: string[] = [];
+    const shape: string[] = [kind, type];
+
+    if (kind === 'delete') {
+      const versionCheck = expected !== undefined ? ` AND version = ${param(expected)}` : '';
+      shape.push(expected !== undefined ? 'm' : '');
+      ctes.push(`up AS (UPDATE ${T} SET version = version + 1, last_updated = $2, deleted = true
+        WHERE id = $1 AND NOT deleted${versionCheck}
+        RETURNING id, version, NULL::jsonb AS content, false AS inserted)`);
+    } else {
+      const json = param(JSON.stringify(resource));
+      // The stored meta.versionId is set by the database, so concurrent writers never disagree.
+      const bumped = `jsonb_set(${json}::jsonb, '{meta,versionId}', to_jsonb((r.version + 1)::text))`;
+      if (kind === 'insert') {
+        ctes.push(`up AS (INSERT INTO ${T} (id, version, last_updated, deleted, content)
+          VALUES ($1, 1, $2, false, ${json}::jsonb) RETURNING id, version, content, true AS inserted)`);
+      } else if (kind === 'upsert') {
+        ctes.push(`up AS (INSERT INTO ${T} AS r (id, version, last_updated, deleted, content)
+          VALUES ($1, 1, $2, false, ${json}::jsonb)
+          ON CONFLICT (id) DO UPDATE SET version = r.version + 1, last_updated = EXCLUDED.last_updated,
+            deleted = false, content = ${bumped}
+          RETURNING r.id, r.version, r.content, (r.xmax = 0) AS inserted)`);
+      } else {
+        ctes.push(`up AS (UPDATE ${T} AS r SET version = r.version + 1, last_updated = $2, deleted = false,
+            content = ${bumped}
+          WHERE r.id = $1 AND r.version = ${param(expected)}
+          RETURNING r.id, r.version, r.content, false AS inserted)`);
+      }
+    }
+
+    const deleted = kind === 'delete';
+    ctes.push(`h AS (INSERT INTO resource_history (resource_type, id, version, last_updated, deleted, method, content)
+      SELECT '${type}', id, version, $2, ${deleted}, '${method}', content FROM up)`);
+    ctes.push(`o AS (INSERT INTO outbox (resource_type, resource_id, version, action)
+      SELECT '${type}', id, version, ${deleted ? `'delete'` : `CASE WHEN inserted THEN 'create' ELSE 'update' END`} FROM up)`);
+
+    // Index rows: the old ones go (unless this is a brand-new id), the new ones come.
+    if (kind !== 'insert') {
+      for (const table of INDEX_TABLE_NAMES) {
+        ctes.push(`d_${table} AS (DELETE FROM idx_${table} WHERE resource_type = '${type}' AND resource_id = $1 AND EXISTS (SELECT 1 FROM up))`);
+      }
+    }
+    if (!deleted) {
+      const rows = indexRowsFor(resource, this.options.baseUrl);
+      for (const table of INDEX_TABLE_NAMES) {
+        const list = rows[table] as unknown as Record<string, unknown>[];
+        if (list.length === 0) continue;
+        const cols = INDEX_COLUMNS[table];
+        const arrays = cols.map((c) => param(list.map((r) => r[c.field] ?? null)) + `::${c.sqlType}[]`);
+        shape.push(table);
+        ctes.push(`i_${table} AS (INSERT INTO idx_${table} (resource_type, resource_id, ${cols.map((c) => c.column).join(', ')})
+          SELECT '${type}', $1, u.* FROM unnest(${arrays.join(', ')}) AS u WHERE EXISTS (SELECT 1 FROM up))`);
+      }
+    }
+    if (binary) {
+      shape.push('bin');
+      ctes.push(`b AS (INSERT INTO binary_content (id, version, data) SELECT id, version, ${param(binary.data)} FROM up)`);
+    }
+
+    const text = `WITH ${ctes.join(',\n')}\nSELECT version, inserted FROM up`;
+    const res = await this.db.query<{ version: number; inserted: boolean }>({ name: shape.join(':'), text, values });
+    const row = res.rows[0];
+    if (!row) return undefined;
+    if (resource.meta) resource.meta.versionId = String(row.version);
+    return row;
+  }
+}
+
+const INDEX_TABLE_NAMES = ['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri', 'geo', 'composite'] as const satisfies readonly (keyof IndexRows)[];
+
+interface IndexColumn {
+  field: string;
+  column: string;
+  sqlType: string;
+}
+
+/** How each IndexRows list maps onto its idx_* table. */
+const INDEX_COLUMNS: Record<(typeof INDEX_TABLE_NAMES)[number], IndexColumn[]> = {
+  token: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'system', column: 'system', sqlType: 'text' },
+    { field: 'code', column: 'code', sqlType: 'text' },
+    { field: 'display', column: 'display', sqlType: 'text' },
+  ],
+  string: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'value', column: 'value', sqlType: 'text' },
+    { field: 'exact', column: 'exact', sqlType: 'text' },
+  ],
+  date: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'low', column: 'low', sqlType: 'timestamptz' },
+    { field: 'high', column: 'high', sqlType: 'timestamptz' },
+  ],
+  number: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'value', column: 'value', sqlType: 'numeric' },
+    { field: 'low', column: 'low', sqlType: 'numeric' },
+    { field: 'high', column: 'high', sqlType: 'numeric' },
+  ],
+  quantity: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'value', column: 'value', sqlType: 'numeric' },
+    { field: 'low', column: 'low', sqlType: 'numeric' },
+    { field: 'high', column: 'high', sqlType: 'numeric' },
+    { field: 'system', column: 'system', sqlType: 'text' },
+    { field: 'code', column: 'code', sqlType: 'text' },
+    { field: 'unit', column: 'unit', sqlType: 'text' },
+  ],
+  reference: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'targetType', column: 'target_type', sqlType: 'text' },
+    { field: 'targetId', column: 'target_id', sqlType: 'text' },
+    { field: 'targetUrl', column: 'target_url', sqlType: 'text' },
+  ],
+  uri: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'value', column: 'value', sqlType: 'text' },
+  ],
+  geo: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'lat', column: 'lat', sqlType: 'float8' },
+    { field: 'lng', column: 'lng', sqlType: 'float8' },
+  ],
+  composite: [
+    { field: 'param', column: 'param', sqlType: 'text' },
+    { field: 'system1', column: 'system1', sqlType: 'text' },
+    { field: 'code1', column: 'code1', sqlType: 'text' },
+    { field: 'system2', column: 'system2', sqlType: 'text' },
+    { field: 'code2', column: 'code2', sqlType: 'text' },
+    { field: 'low2', column: 'low2', sqlType: 'numeric' },
+    { field: 'high2', column: 'high2', sqlType: 'numeric' },
+    { field: 'dlow2', column: 'dlow2', sqlType: 'timestamptz' },
+    { field: 'dhigh2', column: 'dhigh2', sqlType: 'timestamptz' },
+    { field: 'text2', column: 'text2', sqlType: 'text' },
+    { field: 'low3', column: 'low3', sqlType: 'numeric' },
+    { field: 'high3', column: 'high3', sqlType: 'numeric' },
+  ],
+};
+
+function assertType(type: string): void {
+  if (!isResourceType(type)) throw notFound(`Unknown resource type "${type}"`);
+}

@@ -1,0 +1,525 @@
+// Search parameters -> SQL conditions over the idx_* tables. Every condition is a boolean SQL
+// expression about one row of a resource table, reached through an alias (alias.id,
+// alias.last_updated); chains and _has nest the same compiler on another alias. Every value is a
+// bind parameter; table names come only from the validated resource-type list.
+import { getSearchParameters } from '@medplum/core';
+import type { SearchParameter } from '@medplum/fhirtypes';
+import { isResourceType } from '../definitions.ts';
+import { IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, isServedParam, parseReference } from './index-rows.ts';
+import { normalizeString } from './normalize.ts';
+import {
+  ParamError,
+  likeEscape,
+  parseDate,
+  parseNumber,
+  splitEscaped,
+  splitPipe,
+  splitPrefix,
+  unescapeValue,
+  type Prefix,
+} from './values.ts';
+
+export class SqlBuilder {
+  readonly values: unknown[] = [];
+  private n = 0;
+  bind(v: unknown): string {
+    this.values.push(v);
+    return `$${this.values.length}`;
+  }
+  alias(prefix: string): string {
+    return `${prefix}${++this.n}`;
+  }
+}
+
+/** Quoted table name of a resource type; only ever called with a validated type. */
+export function table(type: string): string {
+  if (!isResourceType(type)) throw new Error(`not a resource type: ${type}`);
+  return `"${type}"`;
+}
+
+export function paramDef(type: string, code: string): SearchParameter | undefined {
+  if (!isServedParam(code)) return undefined;
+  return getSearchParameters(type)?.[code];
+}
+
+/** Parameters that shape the result rather than filter it. */
+export const RESULT_PARAMS = new Set([
+  '_sort',
+  '_count',
+  '_total',
+  '_summary',
+  '_elements',
+  '_include',
+  '_revinclude',
+  '_cursor',
+  '_format',
+  '_pretty',
+  '_type',
+]);
+
+export interface Near {
+  lat: number;
+  lng: number;
+  /** kilometres */
+  distance: number;
+}
+
+const MAX_CHAIN_DEPTH = 4;
+
+export class Compiler {
+  readonly sql: SqlBuilder;
+  readonly fhirBase: string;
+  /** Set when the request has a Location near filter (used for the default distance order). */
+  near?: Near;
+
+  constructor(sql: SqlBuilder, fhirBase: string) {
+    this.sql = sql;
+    this.fhirBase = fhirBase;
+  }
+
+  /**
+   * One query parameter (name as written, e.g. "subject:Patient.name:exact", value as written)
+   * -> a condition about `alias` (a row of `type`'s table). Throws ParamError when unusable.
+   */
+  param(type: string, alias: string, name: string, value: string, depth = 0): string {
+    if (depth > MAX_CHAIN_DEPTH) throw new ParamError(name, `Chains and _has nest at most ${MAX_CHAIN_DEPTH} levels`);
+    if (name.startsWith('_has:')) return this.has(type, alias, name, value, depth);
+    const dot = name.indexOf('.');
+    if (dot > 0) return this.chain(type, alias, name, dot, value, depth);
+    const colon = name.indexOf(':');
+    const code = colon >= 0 ? name.slice(0, colon) : name;
+    const modifier = colon >= 0 ? name.slice(colon + 1) : undefined;
+    if (code === '_id') return this.idParam(alias, name, modifier, value);
+    if (code === '_lastUpdated') return this.lastUpdated(alias, name, modifier, value);
+    const sp = paramDef(type, code);
+    if (!sp) throw new ParamError(name, `Unknown search parameter "${code}" for ${type}`);
+    if (modifier === 'missing') return this.missing(type, alias, name, sp, value);
+    switch (sp.type) {
+      case 'token':
+        return this.token(type, alias, name, code, modifier, value);
+      case 'string':
+        return this.string(type, alias, name, code, modifier, value);
+      case 'date':
+        this.noModifier(name, modifier);
+        return this.exists('date', type, alias, code, this.orValues(name, value, (v, x) => this.dateCond(name, v, `${x}.low`, `${x}.high`)));
+      case 'number':
+        this.noModifier(name, modifier);
+        return this.exists('number', type, alias, code, this.orValues(name, value, (v, x) => this.numberCond(name, v, x)));
+      case 'quantity':
+        this.noModifier(name, modifier);
+        return this.exists('quantity', type, alias, code, this.orValues(name, value, (v, x) => this.quantityCond(name, v, x)));
+      case 'reference':
+        return this.reference(type, alias, name, code, sp, modifier, value);
+      case 'uri':
+        return this.uri(type, alias, name, code, modifier, value);
+      case 'composite':
+        this.noModifier(name, modifier);
+        return this.composite(type, alias, name, code, sp, value);
+      case 'special':
+        if (type === 'Location' && code === 'near') {
+          this.noModifier(name, modifier);
+          return this.nearCond(alias, name, value);
+        }
+        throw new ParamError(name, `Search parameter "${code}" is not supported`);
+      default:
+        throw new ParamError(name, `Search parameter "${code}" is not supported`);
+    }
+  }
+
+  private noModifier(name: string, modifier: string | undefined): void {
+    if (modifier !== undefined) throw new ParamError(name, `Modifier ":${modifier}" is not supported on ${name.split(':')[0]}`);
+  }
+
+  /** Comma-separated values, each compiled against one index row alias, OR-ed together. */
+  private orValues(name: string, value: string, one: (v: string, x: string) => string): (x: string) => string {
+    const values = splitEscaped(value, ',');
+    if (values.some((v) => v === '')) throw new ParamError(name, `Empty value in ${name}`);
+    return (x) => {
+      const conds = values.map((v) => one(v, x));
+      return conds.length === 1 ? conds[0] : `(${conds.join(' OR ')})`;
+    };
+  }
+
+  /** EXISTS an index row of `type`/`code` owned by alias that satisfies cond. */
+  private exists(tbl: string, type: string, alias: string, code: string, cond: (x: string) => string): string {
+    const x = this.sql.alias('x');
+    const c = cond(x);
+    return `EXISTS (SELECT 1 FROM idx_${tbl} ${x} WHERE ${x}.resource_type = ${this.sql.bind(type)} AND ${x}.resource_id = ${alias}.id AND ${x}.param = ${this.sql.bind(code)} AND ${c})`;
+  }
+
+  private missing(type: string, alias: string, name: string, sp: SearchParameter, value: string): string {
+    if (value !== 'true' && value !== 'false') throw new ParamError(name, `:missing takes true or false, not "${value}"`);
+    const tbl =
+      sp.type === 'special' ? 'geo' : sp.type === 'composite' ? 'composite' : (sp.type as string);
+    const code = sp.type === 'special' ? 'near' : sp.code ?? name.split(':')[0];
+    const e = this.exists(tbl, type, alias, code, () => 'true');
+    return value === 'true' ? `NOT ${e}` : e;
+  }
+
+  // ------------------------------------------------------------------ _id, _lastUpdated
+
+  private idParam(alias: string, name: string, modifier: string | undefined, value: string): string {
+    const ids = splitEscaped(value, ',').map(unescapeValue);
+    if (modifier === 'missing') return value === 'true' ? 'false' : 'true';
+    if (modifier === 'not') return `NOT (${alias}.id = ANY(${this.sql.bind(ids)}::text[]))`;
+    this.noModifier(name, modifier);
+    return ids.length === 1 ? `${alias}.id = ${this.sql.bind(ids[0])}` : `${alias}.id = ANY(${this.sql.bind(ids)}::text[])`;
+  }
+
+  private lastUpdated(alias: string, name: string, modifier: string | undefined, value: string): string {
+    if (modifier === 'missing') return value === 'true' ? 'false' : 'true';
+    this.noModifier(name, modifier);
+    return this.orValues(name, value, (v) => this.dateCond(name, v, `${alias}.last_updated`, `${alias}.last_updated`))('');
+  }
+
+  // ------------------------------------------------------------------ date
+
+  /**
+   * R4 date semantics: the search value and the indexed value are both ranges; eq = the
+   * resource range lies within the search range, gt/lt = the range above/below the search
+   * range overlaps the resource range, ge/le = gt/lt or eq, sa/eb = starts after / ends before,
+   * ap = the ranges overlap after widening the search range by 10% of its distance from now.
+   */
+  dateCond(name: string, raw: string, low: string, high: string): string {
+    const { prefix, rest } = splitPrefix(unescapeValue(raw));
+    const r = parseDate(name, rest);
+    const b = (v: string) => `${this.sql.bind(v)}::timestamptz`;
+    switch (prefix) {
+      case 'eq':
+        return `(${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)})`;
+      case 'ne':
+        return `NOT (${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)})`;
+      case 'gt':
+        return `${high} > ${b(r.high)}`;
+      case 'lt':
+        return `${low} < ${b(r.low)}`;
+      case 'ge':
+        return `(${high} > ${b(r.high)} OR (${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)}))`;
+      case 'le':
+        return `(${low} < ${b(r.low)} OR (${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)}))`;
+      case 'sa':
+        return `${low} > ${b(r.high)}`;
+      case 'eb':
+        return `${high} < ${b(r.low)}`;
+      case 'ap': {
+        const lo = Date.parse(r.low);
+        const hi = Date.parse(r.high);
+        const now = Date.now();
+        const gap = Math.max(Math.abs(now - lo), Math.abs(now - hi)) * 0.1;
+        const wide = Math.max(gap, 86_400_000);
+        return `(${low} <= ${b(new Date(hi + wide).toISOString())} AND ${high} >= ${b(new Date(lo - wide).toISOString())})`;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ number / quantity
+
+  /** Conditions on a numeric range [lowCol, highCol] (a point has low = high). */
+  private numericCond(name: string, prefix: Prefix, s: string, lowCol: string, highCol: string): string {
+    const n = parseNumber(name, s);
+    const b = (v: string) => `${this.sql.bind(v)}::numeric`;
+    switch (prefix) {
+      case 'eq':
+        return `(${lowCol} >= ${b(n.low)} AND ${highCol} < ${b(n.high)})`;
+      case 'ne':
+        return `NOT (${lowCol} >= ${b(n.low)} AND ${highCol} < ${b(n.high)})`;
+      case 'gt':
+        return `${highCol} > ${b(n.text)}`;
+      case 'lt':
+        return `${lowCol} < ${b(n.text)}`;
+      case 'ge':
+        return `${highCol} >= ${b(n.text)}`;
+      case 'le':
+        return `${lowCol} <= ${b(n.text)}`;
+      case 'sa':
+        return `${lowCol} > ${b(n.text)}`;
+      case 'eb':
+        return `${highCol} < ${b(n.text)}`;
+      case 'ap': {
+        const d = Math.abs(n.value) * 0.1;
+        return `(${lowCol} <= ${b(String(n.value + d))} AND ${highCol} >= ${b(String(n.value - d))})`;
+      }
+    }
+  }
+
+  private numberCond(name: string, raw: string, x: string): string {
+    const { prefix, rest } = splitPrefix(unescapeValue(raw));
+    return this.numericCond(name, prefix, rest, `${x}.low`, `${x}.high`);
+  }
+
+  /** [prefix]number|system|code ; number||code matches code or unit in any system. */
+  private quantityCond(name: string, raw: string, x: string, cols = { low: 'low', high: 'high', system: 'system', code: 'code', unit: 'unit' as string | undefined }): string {
+    const [num, system, code] = splitPipe(raw, 3).map(unescapeValue);
+    const { prefix, rest } = splitPrefix(num);
+    const conds = [this.numericCond(name, prefix, rest, `${x}.${cols.low}`, `${x}.${cols.high}`)];
+    if (system) conds.push(`${x}.${cols.system} = ${this.sql.bind(system)}`);
+    if (code) {
+      const c = this.sql.bind(code);
+      conds.push(system || !cols.unit ? `${x}.${cols.code} = ${c}` : `(${x}.${cols.code} = ${c} OR ${x}.${cols.unit} = ${c})`);
+    }
+    return `(${conds.join(' AND ')})`;
+  }
+
+  // ------------------------------------------------------------------ token
+
+  /** system|code, |code, system|, code -> condition on (systemCol, codeCol). */
+  private tokenValueCond(raw: string, sysCol: string, codeCol: string): string {
+    const parts = splitPipe(raw, 2).map(unescapeValue);
+    if (parts.length === 1) return `${codeCol} = ${this.sql.bind(parts[0])}`;
+    const [system, code] = parts;
+    if (system === '') return `(${sysCol} IS NULL AND ${codeCol} = ${this.sql.bind(code)})`;
+    if (code === '') return `${sysCol} = ${this.sql.bind(system)}`;
+    return `(${sysCol} = ${this.sql.bind(system)} AND ${codeCol} = ${this.sql.bind(code)})`;
+  }
+
+  private token(type: string, alias: string, name: string, code: string, modifier: string | undefined, value: string): string {
+    switch (modifier) {
+      case undefined:
+        return this.exists('token', type, alias, code, this.tokenOr(name, value));
+      case 'not':
+        return `NOT ${this.exists('token', type, alias, code, this.tokenOr(name, value))}`;
+      case 'text':
+        return this.exists('token', type, alias, code, this.orValues(name, value, (v, x) => this.textCond(v, `${x}.display`)));
+      case 'of-type':
+        return this.exists('token', type, alias, code + OF_TYPE_SUFFIX, this.orValues(name, value, (v, x) => {
+          const [system, tcode, val] = splitPipe(v, 3).map(unescapeValue);
+          if (!system || !tcode || val === undefined || val === '') throw new ParamError(name, ':of-type takes system|code|value');
+          return `(${x}.system = ${this.sql.bind(system)} AND ${x}.code = ${this.sql.bind(`${tcode}|${val}`)})`;
+        }));
+      case 'in':
+      case 'not-in':
+      case 'above':
+      case 'below':
+        throw new ParamError(name, `Modifier ":${modifier}" needs terminology services, which this server does not have yet`);
+      default:
+        throw new ParamError(name, `Modifier ":${modifier}" is not supported on token parameter ${code}`);
+    }
+  }
+
+  private tokenOr(name: string, value: string): (x: string) => string {
+    const values = splitEscaped(value, ',');
+    if (values.some((v) => v === '')) throw new ParamError(name, `Empty value in ${name}`);
+    // Plain codes OR-ed together become one = ANY(array) (one index scan).
+    const plain = values.filter((v) => splitPipe(v, 2).length === 1).map(unescapeValue);
+    const other = values.filter((v) => splitPipe(v, 2).length > 1);
+    return (x) => {
+      const conds = other.map((v) => this.tokenValueCond(v, `${x}.system`, `${x}.code`));
+      if (plain.length === 1) conds.push(`${x}.code = ${this.sql.bind(plain[0])}`);
+      else if (plain.length > 1) conds.push(`${x}.code = ANY(${this.sql.bind(plain)}::text[])`);
+      return conds.length === 1 ? conds[0] : `(${conds.join(' OR ')})`;
+    };
+  }
+
+  /** :text: the display/text starts with the value or has a word starting with it. */
+  private textCond(raw: string, col: string): string {
+    const v = likeEscape(normalizeString(unescapeValue(raw)));
+    return `(${col} LIKE ${this.sql.bind(v + '%')} OR ${col} LIKE ${this.sql.bind('% ' + v + '%')})`;
+  }
+
+  // ------------------------------------------------------------------ string
+
+  private string(type: string, alias: string, name: string, code: string, modifier: string | undefined, value: string): string {
+    switch (modifier) {
+      case undefined:
+        return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
+          `${x}.value LIKE ${this.sql.bind(likeEscape(normalizeString(unescapeValue(v))) + '%')}`));
+      case 'exact':
+        return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
+          `${x}.exact = ${this.sql.bind(unescapeValue(v))}`));
+      case 'contains':
+      case 'text':
+        return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
+          `${x}.value LIKE ${this.sql.bind('%' + likeEscape(normalizeString(unescapeValue(v))) + '%')}`));
+      default:
+        throw new ParamError(name, `Modifier ":${modifier}" is not supported on string parameter ${code}`);
+    }
+  }
+
+  // ------------------------------------------------------------------ uri
+
+  private uri(type: string, alias: string, name: string, code: string, modifier: string | undefined, value: string): string {
+    switch (modifier) {
+      case undefined:
+        return this.exists('uri', type, alias, code, this.orValues(name, value, (v, x) => `${x}.value = ${this.sql.bind(unescapeValue(v))}`));
+      case 'below':
+        return this.exists('uri', type, alias, code, this.orValues(name, value, (v, x) =>
+          `${x}.value LIKE ${this.sql.bind(likeEscape(unescapeValue(v)) + '%')}`));
+      case 'above':
+        return this.exists('uri', type, alias, code, this.orValues(name, value, (v, x) => {
+          // Every path prefix of the value: http://a/b/c is below http://a/b and http://a.
+          const u = unescapeValue(v);
+          const prefixes: string[] = [];
+          for (let i = u.length; i > 0; i = u.lastIndexOf('/', i - 1)) {
+            const p = u.slice(0, i);
+            if (/^[a-z][a-z0-9+.-]*:\/?\/?$/i.test(p)) break;
+            prefixes.push(p);
+          }
+          return `${x}.value = ANY(${this.sql.bind(prefixes)}::text[])`;
+        }));
+      default:
+        throw new ParamError(name, `Modifier ":${modifier}" is not supported on uri parameter ${code}`);
+    }
+  }
+
+  // ------------------------------------------------------------------ reference
+
+  /** Reference value -> condition on (target_type, target_id, target_url). */
+  private refValueCond(name: string, raw: string, x: string, typeModifier?: string): string {
+    const v = unescapeValue(raw);
+    const local = parseReference(v, this.fhirBase);
+    if (local) {
+      if (typeModifier && local.type !== typeModifier) return 'false';
+      return `(${x}.target_type = ${this.sql.bind(local.type)} AND ${x}.target_id = ${this.sql.bind(local.id)})`;
+    }
+    if (/^[a-z][a-z0-9+.-]*:/i.test(v)) return `${x}.target_url = ${this.sql.bind(v)}`;
+    if (!/^[A-Za-z0-9\-.]{1,64}$/.test(v)) throw new ParamError(name, `"${v}" is not a reference, id or URL`);
+    if (typeModifier) return `(${x}.target_type = ${this.sql.bind(typeModifier)} AND ${x}.target_id = ${this.sql.bind(v)})`;
+    return `${x}.target_id = ${this.sql.bind(v)}`;
+  }
+
+  private reference(type: string, alias: string, name: string, code: string, sp: SearchParameter, modifier: string | undefined, value: string): string {
+    if (modifier === 'identifier') {
+      return this.exists('token', type, alias, code + IDENTIFIER_SUFFIX, this.tokenOr(name, value));
+    }
+    if (modifier !== undefined) {
+      if (!isResourceType(modifier)) throw new ParamError(name, `Modifier ":${modifier}" is not supported on reference parameter ${code}`);
+      if (sp.target && !sp.target.includes(modifier as never)) {
+        throw new ParamError(name, `${code} cannot refer to ${modifier} (targets: ${sp.target.join(', ')})`);
+      }
+    }
+    return this.exists('reference', type, alias, code, this.orValues(name, value, (v, x) => this.refValueCond(name, v, x, modifier)));
+  }
+
+  /** subject:Patient.name=x -> the reference points at a Patient whose name matches. */
+  private chain(type: string, alias: string, name: string, dot: number, value: string, depth: number): string {
+    const head = name.slice(0, dot);
+    const rest = name.slice(dot + 1);
+    const [code, typeModifier, ...extra] = head.split(':');
+    if (extra.length) throw new ParamError(name, `Bad chain "${head}"`);
+    const sp = paramDef(type, code);
+    if (!sp) throw new ParamError(name, `Unknown search parameter "${code}" for ${type}`);
+    if (sp.type !== 'reference') throw new ParamError(name, `${code} is not a reference parameter; it cannot be chained`);
+    let targets = (sp.target ?? []) as string[];
+    if (typeModifier) {
+      if (!targets.includes(typeModifier)) throw new ParamError(name, `${code} cannot refer to ${typeModifier}`);
+      targets = [typeModifier];
+    }
+    const restCode = rest.split(/[.:]/)[0];
+    const usable = targets.filter(
+      (t) => isResourceType(t) && (rest.startsWith('_has:') || restCode === '_id' || restCode === '_lastUpdated' || paramDef(t, restCode)),
+    );
+    if (usable.length === 0) throw new ParamError(name, `None of the targets of ${code} (${targets.join(', ')}) has a parameter "${restCode}"`);
+    const r = this.sql.alias('r');
+    const perTarget = usable.map((t) => {
+      const a = this.sql.alias('t');
+      const cond = this.param(t, a, rest, value, depth + 1);
+      return `(${r}.target_type = ${this.sql.bind(t)} AND EXISTS (SELECT 1 FROM ${table(t)} ${a} WHERE ${a}.id = ${r}.target_id AND NOT ${a}.deleted AND ${cond}))`;
+    });
+    return `EXISTS (SELECT 1 FROM idx_reference ${r} WHERE ${r}.resource_type = ${this.sql.bind(type)} AND ${r}.resource_id = ${alias}.id AND ${r}.param = ${this.sql.bind(code)} AND ${perTarget.length === 1 ? perTarget[0] : `(${perTarget.join(' OR ')})`})`;
+  }
+
+  /** _has:Observation:patient:code=x -> some Observation whose patient is this resource has code x. */
+  private has(type: string, alias: string, name: string, value: string, depth: number): string {
+    const parts = name.split(':');
+    const [, srcType, refCode] = parts;
+    const rest = parts.slice(3).join(':');
+    if (!srcType || !refCode || !rest) throw new ParamError(name, `_has takes _has:Type:reference:parameter`);
+    if (!isResourceType(srcType)) throw new ParamError(name, `Unknown resource type "${srcType}" in ${name}`);
+    const sp = paramDef(srcType, refCode);
+    if (!sp || sp.type !== 'reference') throw new ParamError(name, `${srcType} has no reference parameter "${refCode}"`);
+    if (sp.target && !sp.target.includes(type as never)) throw new ParamError(name, `${srcType}.${refCode} cannot refer to ${type}`);
+    const r = this.sql.alias('r');
+    const a = this.sql.alias('h');
+    const cond = this.param(srcType, a, rest, value, depth + 1);
+    return `EXISTS (SELECT 1 FROM idx_reference ${r} JOIN ${table(srcType)} ${a} ON ${a}.id = ${r}.resource_id AND NOT ${a}.deleted WHERE ${r}.resource_type = ${this.sql.bind(srcType)} AND ${r}.param = ${this.sql.bind(refCode)} AND ${r}.target_type = ${this.sql.bind(type)} AND ${r}.target_id = ${alias}.id AND ${cond})`;
+  }
+
+  // ------------------------------------------------------------------ composite
+
+  private composite(type: string, alias: string, name: string, code: string, sp: SearchParameter, value: string): string {
+    const all = Object.values(getSearchParameters(type) ?? {});
+    const compTypes = (sp.component ?? []).map((c) => all.find((d) => d.url === c.definition)?.type);
+    if (compTypes.length < 2 || compTypes.some((t) => !t)) throw new ParamError(name, `Composite ${code} is not supported`);
+    return this.exists('composite', type, alias, code, this.orValues(name, value, (v, x) => {
+      const parts = splitEscaped(v, '$');
+      if (parts.length !== compTypes.length) throw new ParamError(name, `${code} takes ${compTypes.length} values separated by $`);
+      const conds: string[] = [];
+      // first component: token (or reference stored as Type/id in code1)
+      if (compTypes[0] === 'reference') {
+        const local = parseReference(unescapeValue(parts[0]), this.fhirBase);
+        conds.push(`${x}.code1 = ${this.sql.bind(local ? `${local.type}/${local.id}` : unescapeValue(parts[0]))}`);
+      } else {
+        conds.push(this.tokenValueCond(parts[0], `${x}.system1`, `${x}.code1`));
+      }
+      const t2 = compTypes[1];
+      const p2 = parts[1];
+      if (t2 === 'token') conds.push(this.tokenValueCond(p2, `${x}.system2`, `${x}.code2`));
+      else if (t2 === 'quantity') conds.push(this.quantityCond(name, p2, x, { low: 'low2', high: 'high2', system: 'system2', code: 'code2', unit: undefined }));
+      else if (t2 === 'number') {
+        const { prefix, rest } = splitPrefix(unescapeValue(p2));
+        conds.push(this.numericCond(name, prefix, rest, `${x}.low2`, `${x}.high2`));
+      } else if (t2 === 'date') conds.push(this.dateCond(name, p2, `${x}.dlow2`, `${x}.dhigh2`));
+      else if (t2 === 'string') conds.push(`${x}.text2 LIKE ${this.sql.bind(likeEscape(normalizeString(unescapeValue(p2))) + '%')}`);
+      else if (t2 === 'uri' || t2 === 'reference') conds.push(`${x}.code2 = ${this.sql.bind(unescapeValue(p2))}`);
+      else throw new ParamError(name, `Composite ${code} is not supported`);
+      if (compTypes[2]) {
+        const { prefix, rest } = splitPrefix(unescapeValue(parts[2]));
+        conds.push(this.numericCond(name, prefix, rest, `${x}.low3`, `${x}.high3`));
+      }
+      return `(${conds.join(' AND ')})`;
+    }));
+  }
+
+  // ------------------------------------------------------------------ near
+
+  parseNear(name: string, value: string, distanceOverride?: number): Near {
+    const [lat, lng, dist, unit] = splitPipe(value, 4).map(unescapeValue);
+    const la = Number(lat);
+    const ln = Number(lng);
+    if (!lat || !lng || !Number.isFinite(la) || !Number.isFinite(ln) || Math.abs(la) > 90 || Math.abs(ln) > 180) {
+      throw new ParamError(name, `near takes latitude|longitude|distance|unit, got "${value}"`);
+    }
+    let km = distanceOverride ?? 50;
+    if (dist) {
+      const d = Number(dist);
+      if (!Number.isFinite(d) || d < 0) throw new ParamError(name, `near distance "${dist}" is not a number`);
+      km = toKm(name, d, unit || 'km');
+    }
+    return { lat: la, lng: ln, distance: km };
+  }
+
+  /** SQL distance in km from near's point to (lat, lng) columns (haversine). */
+  distanceSql(n: Near, latCol: string, lngCol: string): string {
+    const lat = `${this.sql.bind(n.lat)}::float8`;
+    const lng = `${this.sql.bind(n.lng)}::float8`;
+    return `(12742.0176 * asin(least(1, sqrt(power(sin(radians(${latCol} - ${lat}) / 2), 2) + cos(radians(${lat})) * cos(radians(${latCol})) * power(sin(radians(${lngCol} - ${lng}) / 2), 2)))))`;
+  }
+
+  nearDistanceOverride?: number;
+
+  private nearCond(alias: string, name: string, value: string): string {
+    const n = this.parseNear(name, value, this.nearDistanceOverride);
+    this.near = n;
+    const g = this.sql.alias('g');
+    const dLat = n.distance / 111.2;
+    const cosLat = Math.cos((n.lat * Math.PI) / 180);
+    const dLng = cosLat < 1e-6 ? 180 : Math.min(180, n.distance / (111.32 * cosLat));
+    const f = (v: number) => `${this.sql.bind(v)}::float8`;
+    return `EXISTS (SELECT 1 FROM idx_geo ${g} WHERE ${g}.resource_type = 'Location' AND ${g}.param = 'near' AND ${g}.resource_id = ${alias}.id AND ${g}.lat BETWEEN ${f(n.lat - dLat)} AND ${f(n.lat + dLat)} AND ${g}.lng BETWEEN ${f(n.lng - dLng)} AND ${f(n.lng + dLng)} AND ${this.distanceSql(n, `${g}.lat`, `${g}.lng`)} <= ${f(n.distance)})`;
+  }
+}
+
+export function toKm(name: string, d: number, unit: string): number {
+  switch (unit) {
+    case 'km':
+      return d;
+    case 'm':
+      return d / 1000;
+    case 'mi':
+    case '[mi_i]':
+    case '[mi_us]':
+      return d * 1.609344;
+    default:
+      throw new ParamError(name, `Unknown distance unit "${unit}" (use km, m or [mi_i])`);
+  }
+}

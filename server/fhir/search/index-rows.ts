@@ -1,0 +1,324 @@
+// indexRowsFor(resource): the search index rows of one resource, computed at write time from
+// the SearchParameter FHIRPath expressions (R4 + the IG's own). The repository writes them in the
+// same SQL statement as the resource; the search compiler reads the same tables.
+import {
+  convertToSearchableDates,
+  convertToSearchableNumbers,
+  convertToSearchableQuantities,
+  convertToSearchableReferences,
+  convertToSearchableStrings,
+  convertToSearchableTokens,
+  convertToSearchableUris,
+  evalFhirPathTyped,
+  formatAddress,
+  formatHumanName,
+  getSearchParameterDetails,
+  getSearchParameters,
+  parseFhirPath,
+  toTypedValue,
+  type FhirPathAtom,
+  type TypedValue,
+} from '@medplum/core';
+import type { Address, HumanName, Identifier, Location, Reference, Resource, SearchParameter } from '@medplum/fhirtypes';
+import { dateRange } from './dates.ts';
+import { normalizeString } from './normalize.ts';
+
+export interface TokenRow { param: string; system: string | null; code: string | null; display: string | null }
+export interface StringRow { param: string; value: string; exact: string }
+export interface DateRow { param: string; low: string; high: string }
+export interface NumberRow { param: string; value: number | null; low: number | null; high: number | null }
+export interface QuantityRow extends NumberRow { system: string | null; code: string | null; unit: string | null }
+export interface ReferenceRow { param: string; targetType: string | null; targetId: string | null; targetUrl: string | null }
+export interface UriRow { param: string; value: string }
+export interface GeoRow { param: string; lat: number; lng: number }
+/**
+ * One row per combination of component values of a composite parameter (e.g. Observation
+ * code-value-quantity: the code of an Observation or component together with its value).
+ * c1 is always a token (or a reference, stored as code "Type/id"); c2 is a token, a number /
+ * quantity (low..high with system/code), a date range or a normalised string; c3 is the
+ * third (numeric) component of the MolecularSequence coordinates.
+ */
+export interface CompositeRow {
+  param: string;
+  system1: string | null;
+  code1: string | null;
+  system2: string | null;
+  code2: string | null;
+  low2: number | null;
+  high2: number | null;
+  dlow2: string | null;
+  dhigh2: string | null;
+  text2: string | null;
+  low3: number | null;
+  high3: number | null;
+}
+
+export interface IndexRows {
+  token: TokenRow[];
+  string: StringRow[];
+  date: DateRow[];
+  number: NumberRow[];
+  quantity: QuantityRow[];
+  reference: ReferenceRow[];
+  uri: UriRow[];
+  geo: GeoRow[];
+  composite: CompositeRow[];
+}
+
+export const INDEX_TABLES = ['token', 'string', 'date', 'number', 'quantity', 'reference', 'uri', 'geo', 'composite'] as const;
+export type IndexTable = (typeof INDEX_TABLES)[number];
+
+interface Indexer {
+  code: string;
+  type: SearchParameter['type'];
+  atom: FhirPathAtom;
+  /** Composite parameters: the component parameters, each with its expression relative to the base. */
+  components?: { type: SearchParameter['type']; atom: FhirPathAtom }[];
+}
+
+/** Marks display-text tokens (for :text) coming out of medplum's token converter. */
+const TEXT_SYSTEM = 'urn:wardlink:token-text';
+
+/** Suffixes of the extra token rows: identifier type + value (:of-type), reference identifiers (:identifier). */
+export const OF_TYPE_SUFFIX = ':of-type';
+export const IDENTIFIER_SUFFIX = ':identifier';
+
+/**
+ * Parameters that @medplum/core adds for its own platform (not R4, not ours): never indexed,
+ * never searchable.
+ */
+const NOT_R4_PARAMS = new Set(['_project', '_compartment']);
+
+export function isServedParam(code: string): boolean {
+  return !NOT_R4_PARAMS.has(code);
+}
+
+const indexersByType = new Map<string, Indexer[]>();
+
+/** Drops the cached indexers (after SearchParameters change). */
+export function resetIndexers(): void {
+  indexersByType.clear();
+}
+
+function findByUrl(resourceType: string, url: string | undefined): SearchParameter | undefined {
+  if (!url) return undefined;
+  return Object.values(getSearchParameters(resourceType) ?? {}).find((sp) => sp.url === url);
+}
+
+function indexersFor(resourceType: string): Indexer[] {
+  let list = indexersByType.get(resourceType);
+  if (list) return list;
+  list = [];
+  for (const [code, sp] of Object.entries(getSearchParameters(resourceType) ?? {})) {
+    if (!sp.expression || sp.type === 'special' || !isServedParam(code)) continue;
+    // _id and _lastUpdated are columns of the resource table, not index rows.
+    if (code === '_id' || code === '_lastUpdated') continue;
+    const details = getSearchParameterDetails(resourceType, sp);
+    if (sp.type === 'composite') {
+      const components: Indexer['components'] = [];
+      for (const c of sp.component ?? []) {
+        const def = findByUrl(resourceType, c.definition);
+        if (!def || !c.expression) break;
+        components.push({ type: def.type, atom: parseFhirPath(c.expression) });
+      }
+      if (components.length < 2 || components.length !== (sp.component ?? []).length) continue;
+      list.push({ code, type: sp.type, atom: details.parsedExpression, components });
+      continue;
+    }
+    list.push({ code, type: sp.type, atom: details.parsedExpression });
+  }
+  indexersByType.set(resourceType, list);
+  return list;
+}
+
+const LOCAL_REF = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+
+export function parseReference(ref: string, baseUrl?: string): { type: string; id: string } | undefined {
+  let local = ref;
+  if (baseUrl && ref.startsWith(baseUrl + '/')) local = ref.slice(baseUrl.length + 1);
+  const m = LOCAL_REF.exec(local);
+  return m ? { type: m[1], id: m[2] } : undefined;
+}
+
+export function emptyIndexRows(): IndexRows {
+  return { token: [], string: [], date: [], number: [], quantity: [], reference: [], uri: [], geo: [], composite: [] };
+}
+
+/** The searchable strings of one value: every part of a HumanName / Address, plus the whole. */
+function stringsOf(values: TypedValue[]): string[] {
+  const out = new Set<string>();
+  for (const tv of values) {
+    if (tv.type === 'HumanName') {
+      const n = tv.value as HumanName;
+      for (const part of [n.family, ...(n.given ?? []), ...(n.prefix ?? []), ...(n.suffix ?? []), n.text]) if (part) out.add(part);
+      const full = formatHumanName(n);
+      if (full) out.add(full);
+    } else if (tv.type === 'Address') {
+      const a = tv.value as Address;
+      for (const part of [...(a.line ?? []), a.city, a.district, a.state, a.postalCode, a.country, a.text]) if (part) out.add(part);
+      const full = formatAddress(a);
+      if (full) out.add(full);
+    } else {
+      for (const s of convertToSearchableStrings([tv])) if (s) out.add(s);
+    }
+  }
+  return [...out];
+}
+
+// btree entries must stay well under the 2704-byte limit; long values are cut for the index
+// (prefix search still works on the first 1,000 characters; :exact compares `exact`).
+const MAX_INDEXED = 1000;
+
+/** Index rows for the simple (non-composite) parameter types; shared by components. */
+function simpleRows(rows: IndexRows, code: string, type: SearchParameter['type'], values: TypedValue[], baseUrl?: string): void {
+  switch (type) {
+    case 'token':
+      for (const t of convertToSearchableTokens(values, { textSearchSystem: TEXT_SYSTEM })) {
+        if (t.system === TEXT_SYSTEM) {
+          if (t.value) rows.token.push({ param: code, system: null, code: null, display: normalizeString(t.value).slice(0, MAX_INDEXED) });
+        } else if (t.value !== undefined || t.system !== undefined) {
+          rows.token.push({ param: code, system: t.system ?? null, code: t.value?.slice(0, MAX_INDEXED) ?? null, display: null });
+        }
+      }
+      for (const tv of values) {
+        if (tv.type !== 'Identifier') continue;
+        const id = tv.value as Identifier;
+        for (const c of id.type?.coding ?? []) {
+          if (c.code && id.value) rows.token.push({ param: code + OF_TYPE_SUFFIX, system: c.system ?? null, code: `${c.code}|${id.value}`, display: null });
+        }
+      }
+      break;
+    case 'string':
+      for (const s of stringsOf(values)) {
+        rows.string.push({ param: code, value: normalizeString(s).slice(0, MAX_INDEXED), exact: s });
+      }
+      break;
+    case 'date':
+      for (const p of convertToSearchableDates(values)) {
+        const low = p.start ? dateRange(p.start)?.low : '-infinity';
+        const high = p.end ? dateRange(p.end)?.high : 'infinity';
+        if (low && high) rows.date.push({ param: code, low, high });
+      }
+      break;
+    case 'number':
+      for (const [low, high] of convertToSearchableNumbers(values)) {
+        const value = low !== undefined && low === high ? low : null;
+        rows.number.push({ param: code, value, low: low ?? null, high: high ?? null });
+      }
+      break;
+    case 'quantity':
+      for (const q of convertToSearchableQuantities(values)) {
+        if (q.value === undefined) continue;
+        rows.quantity.push({
+          param: code,
+          value: q.value,
+          low: q.value,
+          high: q.value,
+          system: q.system ?? null,
+          code: q.code ?? null,
+          unit: q.unit ?? null,
+        });
+      }
+      break;
+    case 'reference':
+      for (const ref of convertToSearchableReferences(values)) {
+        if (!ref || ref.startsWith('#')) continue;
+        const local = parseReference(ref, baseUrl);
+        rows.reference.push(
+          local
+            ? { param: code, targetType: local.type, targetId: local.id, targetUrl: null }
+            : { param: code, targetType: null, targetId: null, targetUrl: ref },
+        );
+      }
+      for (const tv of values) {
+        const ident = tv.type === 'Reference' ? (tv.value as Reference).identifier : undefined;
+        if (ident?.value || ident?.system) {
+          rows.token.push({ param: code + IDENTIFIER_SUFFIX, system: ident.system ?? null, code: ident.value ?? null, display: null });
+        }
+      }
+      break;
+    case 'uri':
+      for (const u of convertToSearchableUris(values)) {
+        if (u) rows.uri.push({ param: code, value: u.slice(0, MAX_INDEXED) });
+      }
+      break;
+  }
+}
+
+type Part = Partial<Omit<CompositeRow, 'param'>>;
+
+/** The values of one composite component, as column sets for the given position (1, 2 or 3). */
+function componentParts(type: SearchParameter['type'], values: TypedValue[], pos: 1 | 2 | 3, baseUrl?: string): Part[] {
+  const r = emptyIndexRows();
+  simpleRows(r, 'c', type, values, baseUrl);
+  const parts: Part[] = [];
+  if (pos === 3) {
+    for (const n of r.number) parts.push({ low3: n.low, high3: n.high });
+    for (const q of r.quantity) parts.push({ low3: q.low, high3: q.high });
+    return parts;
+  }
+  const sys = pos === 1 ? 'system1' : 'system2';
+  const cod = pos === 1 ? 'code1' : 'code2';
+  for (const t of r.token) if (t.param === 'c' && t.code !== null) parts.push({ [sys]: t.system, [cod]: t.code });
+  for (const ref of r.reference) parts.push({ [sys]: null, [cod]: ref.targetType ? `${ref.targetType}/${ref.targetId}` : ref.targetUrl });
+  if (pos === 2) {
+    for (const n of r.number) parts.push({ low2: n.low, high2: n.high });
+    for (const q of r.quantity) parts.push({ low2: q.low, high2: q.high, system2: q.system, code2: q.code ?? q.unit });
+    for (const d of r.date) parts.push({ dlow2: d.low, dhigh2: d.high });
+    for (const s of r.string) parts.push({ text2: s.value });
+    for (const u of r.uri) parts.push({ system2: null, code2: u.value });
+  }
+  return parts;
+}
+
+function compositeRows(rows: IndexRows, ix: Indexer, typed: TypedValue[], baseUrl?: string): void {
+  const comps = ix.components as NonNullable<Indexer['components']>;
+  for (const base of evalFhirPathTyped(ix.atom, typed)) {
+    const ctx = [base];
+    let combos: Part[] = [{}];
+    comps.forEach((c, i) => {
+      const vals = evalFhirPathTyped(c.atom, ctx, { '%resource': typed[0] });
+      const parts = componentParts(c.type, vals, (i + 1) as 1 | 2 | 3, baseUrl);
+      const next: Part[] = [];
+      for (const a of combos) for (const b of parts) next.push({ ...a, ...b });
+      combos = next;
+    });
+    for (const p of combos) {
+      rows.composite.push({
+        param: ix.code,
+        system1: p.system1 ?? null,
+        code1: p.code1 ?? null,
+        system2: p.system2 ?? null,
+        code2: p.code2 ?? null,
+        low2: p.low2 ?? null,
+        high2: p.high2 ?? null,
+        dlow2: p.dlow2 ?? null,
+        dhigh2: p.dhigh2 ?? null,
+        text2: p.text2 ?? null,
+        low3: p.low3 ?? null,
+        high3: p.high3 ?? null,
+      });
+    }
+  }
+}
+
+export function indexRowsFor(resource: Resource, baseUrl?: string): IndexRows {
+  const rows = emptyIndexRows();
+  const typed = [toTypedValue(resource)];
+  for (const ix of indexersFor(resource.resourceType)) {
+    if (ix.components) {
+      compositeRows(rows, ix, typed, baseUrl);
+      continue;
+    }
+    const values = evalFhirPathTyped(ix.atom, typed);
+    if (values.length === 0) continue;
+    simpleRows(rows, ix.code, ix.type, values, baseUrl);
+  }
+  if (resource.resourceType === 'Location') {
+    const pos = (resource as Location).position;
+    if (pos && typeof pos.latitude === 'number' && typeof pos.longitude === 'number') {
+      rows.geo.push({ param: 'near', lat: pos.latitude, lng: pos.longitude });
+    }
+  }
+  return rows;
+}

@@ -1,0 +1,497 @@
+// Search entry points used by the REST layer and by conditional interactions.
+//
+// A search page is one SQL statement: the filters (EXISTS over the idx_* tables, see
+// compile.ts), the sort keys, keyset paging and the optional count, with the page's content
+// joined back by id so only the page's rows are read from the resource table. _include /
+// _revinclude are one more statement (a recursive CTE for :iterate). The Bundle is assembled
+// by string concatenation around each row's stored JSON text.
+//
+// Paging is keyset-based: next/previous links carry an opaque cursor holding the sort-key values
+// (and type + id) of the last/first row of the page, so pages stay correct while data changes
+// (nothing is skipped or repeated because rows were inserted or deleted before the cursor).
+import { randomUUID } from 'node:crypto';
+import { getSearchParameters } from '@medplum/core';
+import type { OperationOutcomeIssue, SearchParameter } from '@medplum/fhirtypes';
+import type { Queryable } from '../../db/pool.ts';
+import { instantSql } from '../../db/pool.ts';
+import { isResourceType, loadDefinitions } from '../definitions.ts';
+import { badRequest } from '../outcome.ts';
+import { isServedParam } from './index-rows.ts';
+import { Compiler, RESULT_PARAMS, SqlBuilder, paramDef, table, toKm, type Near } from './compile.ts';
+import { subset, type Summary } from './summary.ts';
+import { ParamError, splitPipe } from './values.ts';
+
+export interface SearchOptions {
+  /** Public FHIR base, e.g. http://localhost:8080/fhir (for fullUrl and links). */
+  fhirBase: string;
+  defaultCount: number;
+  maxCount: number;
+  /** Prefer: handling=strict -> unknown/malformed parameters are a 400. */
+  strict: boolean;
+}
+
+export interface SearchRequest {
+  /** undefined for a system-level search (GET /fhir?_type=...). */
+  resourceType?: string;
+  /** Query parameters in order, repeated names kept (AND). */
+  params: [string, string][];
+}
+
+export interface Match {
+  id: string;
+  version: number;
+  lastUpdated: string;
+  json: string;
+}
+
+type KeyCast = 'text' | 'timestamptz' | 'numeric' | 'float8';
+
+interface SortKey {
+  desc: boolean;
+  cast: KeyCast;
+  /** SQL of the key for a row of `type` reached through alias a. */
+  sql: (type: string, alias: string) => string;
+}
+
+interface IncludeSpec {
+  source: string;
+  /** undefined = '*' */
+  param?: string;
+  target?: string;
+  iterate: boolean;
+  reverse: boolean;
+}
+
+interface Parsed {
+  types: string[];
+  filters: Map<string, string[]>;
+  sort: SortKey[];
+  count: number;
+  total: 'none' | 'estimate' | 'accurate';
+  summary?: Summary;
+  elements?: string[];
+  includes: IncludeSpec[];
+  cursor?: Cursor;
+  warnings: OperationOutcomeIssue[];
+}
+
+interface Cursor {
+  /** n: the page after the row; p: the page before it */
+  d: 'n' | 'p';
+  k: (string | number | null)[];
+  t: string;
+  i: string;
+}
+
+const UNSUPPORTED = new Set(['_list', '_filter', '_text', '_content', '_query', '_contained', '_containedType', '_score']);
+
+// ---------------------------------------------------------------------------------------- parse
+
+function fail(strict: boolean, warnings: OperationOutcomeIssue[], e: unknown): void {
+  if (!(e instanceof ParamError)) throw e;
+  if (strict) throw badRequest(e.message, [e.param]);
+  warnings.push({ severity: 'warning', code: 'not-supported', diagnostics: `Ignored parameter ${e.param}: ${e.message}`, expression: [e.param] });
+}
+
+function sortKeyFor(c: Compiler, types: string[], raw: string): SortKey {
+  const desc = raw.startsWith('-');
+  const code = desc ? raw.slice(1) : raw;
+  if (code === '_id') return { desc, cast: 'text', sql: (_t, a) => `${a}.id` };
+  if (code === '_lastUpdated') return { desc, cast: 'timestamptz', sql: (_t, a) => `${a}.last_updated` };
+  const defs = types.map((t) => paramDef(t, code));
+  const kind = defs[0]?.type;
+  if (!kind || defs.some((d) => d?.type !== kind)) throw new ParamError('_sort', `Cannot sort ${types.join(',')} by "${code}"`);
+  const agg = desc ? 'max' : 'min';
+  const sub = (tbl: string, expr: string, cast: KeyCast): SortKey => ({
+    desc,
+    cast,
+    sql: (t, a) =>
+      `(SELECT ${agg}(${expr}) FROM idx_${tbl} x WHERE x.resource_type = ${c.sql.bind(t)} AND x.resource_id = ${a}.id AND x.param = ${c.sql.bind(code)})`,
+  });
+  switch (kind) {
+    case 'string':
+      return sub('string', 'x.value', 'text');
+    case 'token':
+      return sub('token', 'x.code', 'text');
+    case 'uri':
+      return sub('uri', 'x.value', 'text');
+    case 'reference':
+      return sub('reference', `coalesce(x.target_type || '/' || x.target_id, x.target_url)`, 'text');
+    case 'date':
+      return sub('date', desc ? 'x.high' : 'x.low', 'timestamptz');
+    case 'number':
+      return sub('number', desc ? 'x.high' : 'x.low', 'numeric');
+    case 'quantity':
+      return sub('quantity', desc ? 'x.high' : 'x.low', 'numeric');
+    default:
+      throw new ParamError('_sort', `Cannot sort by ${kind} parameter "${code}"`);
+  }
+}
+
+function distanceKey(c: Compiler, near: Near): SortKey {
+  return {
+    desc: false,
+    cast: 'float8',
+    sql: (_t, a) =>
+      `(SELECT min(${c.distanceSql(near, 'g.lat', 'g.lng')}) FROM idx_geo g WHERE g.resource_type = 'Location' AND g.resource_id = ${a}.id AND g.param = 'near')`,
+  };
+}
+
+function parseInclude(name: string, value: string, types: string[], reverse: boolean): IncludeSpec {
+  const iterate = name.endsWith(':iterate') || name.endsWith(':recurse');
+  if (value === '*') return { source: reverse ? '*' : types[0], iterate, reverse };
+  const [source, param, target] = value.split(':');
+  if (!source || !isResourceType(source)) throw new ParamError(name, `${name}=${value}: unknown resource type "${source}"`);
+  if (!param) throw new ParamError(name, `${name} takes Type:parameter[:TargetType]`);
+  if (param !== '*') {
+    const sp = paramDef(source, param);
+    if (!sp || sp.type !== 'reference') throw new ParamError(name, `${source} has no reference parameter "${param}"`);
+    if (target && (!isResourceType(target) || (sp.target && !sp.target.includes(target as never)))) {
+      throw new ParamError(name, `${source}.${param} cannot refer to "${target}"`);
+    }
+  }
+  return { source, param: param === '*' ? undefined : param, target, iterate, reverse };
+}
+
+function decodeCursor(raw: string): Cursor {
+  try {
+    const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Cursor;
+    if ((c.d === 'n' || c.d === 'p') && Array.isArray(c.k) && typeof c.t === 'string' && typeof c.i === 'string') return c;
+  } catch {
+    // fall through
+  }
+  throw new ParamError('_cursor', 'The paging cursor is not valid (follow the links of a previous page)');
+}
+
+function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify(c), 'utf8').toString('base64url');
+}
+
+function parseRequest(c: Compiler, request: SearchRequest, options: SearchOptions, forMatch: boolean): Parsed {
+  const warnings: OperationOutcomeIssue[] = [];
+  const strict = options.strict || forMatch;
+  let types: string[];
+  if (request.resourceType) {
+    if (!isResourceType(request.resourceType)) throw badRequest(`Unknown resource type "${request.resourceType}"`);
+    types = [request.resourceType];
+  } else {
+    const t = request.params.filter(([k]) => k === '_type').flatMap(([, v]) => v.split(',')).filter(Boolean);
+    const bad = t.filter((x) => !isResourceType(x));
+    if (bad.length) throw badRequest(`Unknown resource type(s) in _type: ${bad.join(', ')}`, ['_type']);
+    types = t.length ? [...new Set(t)] : loadDefinitions();
+    if (types.length > 20) throw badRequest('A system-level search needs _type with at most 20 resource types', ['_type']);
+  }
+  const parsed: Parsed = {
+    types,
+    filters: new Map(types.map((t) => [t, []])),
+    sort: [],
+    count: options.defaultCount,
+    total: 'accurate',
+    includes: [],
+    warnings,
+  };
+  const nd = request.params.find(([k]) => k === 'near-distance');
+  if (nd) {
+    try {
+      const [num, , unit] = splitPipe(nd[1], 3);
+      const d = Number(num.replace(/^(le|lt|eq)/, ''));
+      if (!Number.isFinite(d)) throw new ParamError('near-distance', `"${nd[1]}" is not a distance`);
+      c.nearDistanceOverride = toKm('near-distance', d, unit || 'km');
+    } catch (e) {
+      fail(strict, warnings, e);
+    }
+  }
+  let sortRaw: string | undefined;
+  for (const [name, value] of request.params) {
+    const base = name.split(':')[0];
+    try {
+      if (name === 'near-distance') continue;
+      if (RESULT_PARAMS.has(base)) {
+        if (forMatch && base !== '_format' && base !== '_pretty') throw new ParamError(name, `${name} cannot be used in a conditional request`);
+        switch (base) {
+          case '_sort':
+            sortRaw = value;
+            break;
+          case '_count': {
+            if (!/^\d+$/.test(value)) throw new ParamError(name, `_count must be a whole number, got "${value}"`);
+            parsed.count = Math.min(Number(value), options.maxCount);
+            break;
+          }
+          case '_total':
+            if (value !== 'none' && value !== 'estimate' && value !== 'accurate') throw new ParamError(name, `_total takes none, estimate or accurate`);
+            parsed.total = value;
+            break;
+          case '_summary':
+            if (!['true', 'false', 'text', 'data', 'count'].includes(value)) throw new ParamError(name, `_summary takes true, false, text, data or count`);
+            parsed.summary = value as Summary;
+            break;
+          case '_elements':
+            parsed.elements = value.split(',').map((s) => s.trim()).filter(Boolean).map((s) => s.replace(/^[A-Z][A-Za-z]+\./, ''));
+            break;
+          case '_include':
+          case '_revinclude':
+            parsed.includes.push(parseInclude(name, value, types, base === '_revinclude'));
+            break;
+          case '_cursor':
+            parsed.cursor = decodeCursor(value);
+            break;
+          default:
+            break; // _format, _pretty (HTTP layer), _type (handled above)
+        }
+        continue;
+      }
+      if (UNSUPPORTED.has(base)) throw new ParamError(name, `${base} is not supported`);
+      for (const t of types) parsed.filters.get(t)!.push(c.param(t, 'a', name, value));
+    } catch (e) {
+      fail(strict, warnings, e);
+    }
+  }
+  if (sortRaw !== undefined) {
+    try {
+      parsed.sort = sortRaw.split(',').filter(Boolean).map((s) => sortKeyFor(c, types, s.trim()));
+    } catch (e) {
+      fail(strict, warnings, e);
+    }
+  } else if (c.near && types.length === 1 && types[0] === 'Location') {
+    parsed.sort = [distanceKey(c, c.near)];
+  }
+  return parsed;
+}
+
+// ----------------------------------------------------------------------------------------- SQL
+
+function whereOf(filters: string[]): string {
+  return ['NOT a.deleted', ...filters].join(' AND ');
+}
+
+/** Keyset condition: the row comes strictly after (or before) the cursor row in the sort order. */
+function keysetCond(c: SqlBuilder, sort: SortKey[], cursor: Cursor, multi: boolean): string {
+  const before = cursor.d === 'p';
+  const terms: { later: string; equal: string }[] = sort.map((k, i) => {
+    const col = `s.k${i}`;
+    const v = cursor.k[i];
+    if (v === null || v === undefined) {
+      // nulls sort last in the forward order
+      return before ? { later: `${col} IS NOT NULL`, equal: `${col} IS NULL` } : { later: 'false', equal: `${col} IS NULL` };
+    }
+    const b = `${c.bind(v)}::${k.cast}`;
+    const fwd = k.desc ? '<' : '>';
+    const back = k.desc ? '>' : '<';
+    return before ? { later: `${col} ${back} ${b}`, equal: `${col} = ${b}` } : { later: `(${col} ${fwd} ${b} OR ${col} IS NULL)`, equal: `${col} = ${b}` };
+  });
+  const op = before ? '<' : '>';
+  if (multi) terms.push({ later: `s.rt ${op} ${c.bind(cursor.t)}`, equal: `s.rt = ${c.bind(cursor.t)}` });
+  let cond = `s.id ${op} ${c.bind(cursor.i)}`;
+  for (let i = terms.length - 1; i >= 0; i--) cond = `(${terms[i].later} OR (${terms[i].equal} AND ${cond}))`;
+  return cond;
+}
+
+function orderBy(prefix: string, sort: SortKey[], reverse: boolean, multi: boolean): string {
+  const parts = sort.map((k, i) => {
+    const desc = k.desc !== reverse;
+    return `${prefix}k${i} ${desc ? 'DESC' : 'ASC'} NULLS ${reverse ? 'FIRST' : 'LAST'}`;
+  });
+  if (multi) parts.push(`${prefix}rt ${reverse ? 'DESC' : 'ASC'}`);
+  parts.push(`${prefix}id ${reverse ? 'DESC' : 'ASC'}`);
+  return parts.join(', ');
+}
+
+interface PageRow {
+  rt: string;
+  id: string;
+  json: string | null;
+  total: string | null;
+  [k: string]: unknown;
+}
+
+// -------------------------------------------------------------------------------------- search
+
+/** Runs a search and returns the searchset Bundle as JSON text. */
+export async function search(db: Queryable, request: SearchRequest, options: SearchOptions): Promise<string> {
+  const sql = new SqlBuilder();
+  const c = new Compiler(sql, options.fhirBase);
+  const p = parseRequest(c, request, options, false);
+  const multi = p.types.length > 1;
+  const countOnly = p.summary === 'count' || p.count === 0;
+  const wantTotal = countOnly || p.total !== 'none';
+
+  const countSql = p.types
+    .map((t) => `(SELECT count(*) FROM ${table(t)} a WHERE ${whereOf(p.filters.get(t)!)})`)
+    .join(' + ');
+
+  let rows: PageRow[] = [];
+  let total: number | undefined;
+  let hasMoreForward = false;
+  let hasMoreBackward = false;
+  if (countOnly) {
+    const res = await db.query<{ total: string }>(`SELECT ${countSql} AS total`, sql.values);
+    total = Number(res.rows[0].total);
+  } else {
+    const reverse = p.cursor?.d === 'p';
+    const inner = p.types
+      .map((t) => {
+        const keys = p.sort.map((k, i) => `, ${k.sql(t, 'a')} AS k${i}`).join('');
+        return `SELECT '${t}'::text AS rt, a.id${keys} FROM ${table(t)} a WHERE ${whereOf(p.filters.get(t)!)}`;
+      })
+      .join(' UNION ALL ');
+    const keyset = p.cursor ? `WHERE ${keysetCond(sql, p.sort, p.cursor, multi)}` : '';
+    const limit = sql.bind(p.count + 1);
+    const page = `SELECT s.*, row_number() OVER () AS ord FROM (SELECT s.* FROM (${inner}) s ${keyset} ORDER BY ${orderBy('s.', p.sort, reverse, multi)} LIMIT ${limit}) s`;
+    const joins = p.types.map((t, i) => `LEFT JOIN ${table(t)} t${i} ON p.rt = '${t}' AND t${i}.id = p.id`).join(' ');
+    const content = p.types.length === 1 ? 't0.content' : `COALESCE(${p.types.map((_, i) => `t${i}.content`).join(', ')})`;
+    const fetch = `SELECT p.*, ${content}::text AS json FROM (${page}) p ${joins}`;
+    const text = wantTotal
+      ? `SELECT q.*, cnt.total FROM (SELECT ${countSql} AS total) cnt LEFT JOIN (${fetch}) q ON true ORDER BY q.ord`
+      : `SELECT q.*, NULL AS total FROM (${fetch}) q ORDER BY q.ord`;
+    const res = await db.query<PageRow>(text, sql.values);
+    rows = res.rows.filter((r) => r.id !== null);
+    if (wantTotal) total = Number(res.rows[0]?.total ?? 0);
+    const more = rows.length > p.count;
+    if (more) rows = rows.slice(0, p.count);
+    if (reverse) {
+      rows.reverse();
+      hasMoreBackward = more;
+      hasMoreForward = true;
+    } else {
+      hasMoreForward = more;
+      hasMoreBackward = p.cursor !== undefined;
+    }
+  }
+
+  // Includes: one more statement.
+  let included: { rt: string; id: string; json: string }[] = [];
+  if (rows.length && p.includes.length) {
+    included = await fetchIncludes(db, rows, p.includes);
+  }
+
+  // Links
+  const baseParams = request.params.filter(([k]) => k !== '_cursor');
+  const url = (extra?: [string, string]) => {
+    const q = new URLSearchParams(extra ? [...baseParams, extra] : request.params).toString();
+    const path = request.resourceType ? `${options.fhirBase}/${request.resourceType}` : options.fhirBase;
+    return q ? `${path}?${q}` : path;
+  };
+  const links = [`{"relation":"self","url":${JSON.stringify(url())}}`];
+  const cursorOf = (r: PageRow, d: 'n' | 'p') =>
+    encodeCursor({ d, k: p.sort.map((_, i) => (r[`k${i}`] ?? null) as string | number | null), t: r.rt, i: r.id });
+  if (rows.length && hasMoreForward) links.push(`{"relation":"next","url":${JSON.stringify(url(['_cursor', cursorOf(rows[rows.length - 1], 'n')]))}}`);
+  if (rows.length && hasMoreBackward) links.push(`{"relation":"previous","url":${JSON.stringify(url(['_cursor', cursorOf(rows[0], 'p')]))}}`);
+
+  // Bundle
+  const entries: string[] = [];
+  const seen = new Set<string>();
+  for (const r of rows) {
+    seen.add(`${r.rt}/${r.id}`);
+    const json = subset(r.json as string, p.summary, p.elements);
+    entries.push(`{"fullUrl":${JSON.stringify(`${options.fhirBase}/${r.rt}/${r.id}`)},"resource":${json},"search":{"mode":"match"}}`);
+  }
+  for (const r of included) {
+    const key = `${r.rt}/${r.id}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const json = subset(r.json, p.summary, undefined);
+    entries.push(`{"fullUrl":${JSON.stringify(`${options.fhirBase}/${key}`)},"resource":${json},"search":{"mode":"include"}}`);
+  }
+  if (p.warnings.length) {
+    entries.push(`{"resource":${JSON.stringify({ resourceType: 'OperationOutcome', issue: p.warnings })},"search":{"mode":"outcome"}}`);
+  }
+  let out = `{"resourceType":"Bundle","id":"${randomUUID()}","meta":{"lastUpdated":"${new Date().toISOString()}"},"type":"searchset"`;
+  if (total !== undefined) out += `,"total":${total}`;
+  out += `,"link":[${links.join(',')}]`;
+  if (entries.length) out += `,"entry":[${entries.join(',')}]`;
+  return out + '}';
+}
+
+const MAX_INCLUDE_DEPTH = 4;
+const MAX_INCLUDED = 5000;
+
+/** _include / _revinclude (with :iterate) for a page, as one recursive SQL statement. */
+async function fetchIncludes(db: Queryable, page: PageRow[], specs: IncludeSpec[]): Promise<{ rt: string; id: string; json: string }[]> {
+  const sql = new SqlBuilder();
+  const fwdCond = (list: IncludeSpec[]) =>
+    list
+      .filter((s) => !s.reverse)
+      .map((s) => {
+        const c = [`r.resource_type = ${sql.bind(s.source)}`];
+        if (s.param) c.push(`r.param = ${sql.bind(s.param)}`);
+        if (s.target) c.push(`r.target_type = ${sql.bind(s.target)}`);
+        return `(${c.join(' AND ')})`;
+      });
+  const revCond = (list: IncludeSpec[]) =>
+    list
+      .filter((s) => s.reverse)
+      .map((s) => {
+        const c: string[] = [];
+        if (s.source !== '*') c.push(`r.resource_type = ${sql.bind(s.source)}`);
+        if (s.param) c.push(`r.param = ${sql.bind(s.param)}`);
+        if (s.target) c.push(`r.target_type = ${sql.bind(s.target)}`);
+        return c.length ? `(${c.join(' AND ')})` : 'true';
+      });
+  const step = (from: string, list: IncludeSpec[]) => {
+    const parts: string[] = [];
+    const f = fwdCond(list);
+    const r = revCond(list);
+    if (f.length) {
+      parts.push(`SELECT r.target_type AS rt, r.target_id AS id FROM idx_reference r WHERE r.resource_type = ${from}.rt AND r.resource_id = ${from}.id AND r.target_id IS NOT NULL AND (${f.join(' OR ')})`);
+    }
+    if (r.length) {
+      parts.push(`SELECT r.resource_type AS rt, r.resource_id AS id FROM idx_reference r WHERE r.target_type = ${from}.rt AND r.target_id = ${from}.id AND (${r.join(' OR ')})`);
+    }
+    return parts.join(' UNION ALL ');
+  };
+  const iterating = specs.filter((s) => s.iterate);
+  const rts = sql.bind(page.map((r) => r.rt));
+  const ids = sql.bind(page.map((r) => r.id));
+  let cte = `base(rt, id) AS (SELECT * FROM unnest(${rts}::text[], ${ids}::text[])),
+    inc(rt, id, depth) AS (
+      SELECT x.rt, x.id, 1 FROM base b CROSS JOIN LATERAL (${step('b', specs)}) x`;
+  if (iterating.length) {
+    cte += ` UNION SELECT x.rt, x.id, i.depth + 1 FROM inc i CROSS JOIN LATERAL (${step('i', iterating)}) x WHERE i.depth < ${MAX_INCLUDE_DEPTH}`;
+  }
+  cte += ')';
+  // Candidate tables: the types the include specs can reach.
+  const candidates = new Set<string>();
+  for (const s of specs) {
+    if (s.reverse) {
+      if (s.source !== '*') candidates.add(s.source);
+      else for (const t of loadDefinitions()) candidates.add(t);
+    } else if (s.target) candidates.add(s.target);
+    else {
+      const params = s.param ? [paramDef(s.source, s.param)] : referenceParams(s.source);
+      for (const sp of params) for (const t of sp?.target ?? []) if (isResourceType(t)) candidates.add(t);
+    }
+  }
+  const selects = [...candidates].map(
+    (t) => `SELECT '${t}'::text AS rt, t.id, t.content::text AS json FROM ${table(t)} t WHERE t.id IN (SELECT d.id FROM found d WHERE d.rt = '${t}') AND NOT t.deleted`,
+  );
+  if (!selects.length) return [];
+  const text = `WITH RECURSIVE ${cte}, found AS (SELECT DISTINCT rt, id FROM inc LIMIT ${MAX_INCLUDED}) ${selects.join(' UNION ALL ')}`;
+  const res = await db.query<{ rt: string; id: string; json: string }>(text, sql.values);
+  return res.rows;
+}
+
+/** The reference parameters of a type (for _include=Type:*). */
+function referenceParams(type: string): SearchParameter[] {
+  return Object.entries(getSearchParameters(type) ?? {})
+    .filter(([code, sp]) => isServedParam(code) && sp.type === 'reference')
+    .map(([, sp]) => sp);
+}
+
+// --------------------------------------------------------------------------------- findMatches
+
+/**
+ * The current, non-deleted resources matching params (conditional create / update / delete /
+ * patch). Unknown or malformed parameters are always an error here (a conditional write must not
+ * silently match more than asked).
+ */
+export async function findMatches(db: Queryable, resourceType: string, params: [string, string][], limit: number): Promise<Match[]> {
+  const sql = new SqlBuilder();
+  const c = new Compiler(sql, '');
+  const p = parseRequest(c, { resourceType, params }, { fhirBase: '', defaultCount: limit, maxCount: limit, strict: true }, true);
+  const filters = p.filters.get(resourceType)!;
+  if (filters.length === 0) throw badRequest('A conditional request needs at least one search parameter');
+  const text = `SELECT a.id, a.version, ${instantSql('a.last_updated')} AS last_updated, a.content::text AS json FROM ${table(resourceType)} a WHERE ${whereOf(filters)} ORDER BY a.id LIMIT ${sql.bind(limit)}`;
+  const res = await db.query<{ id: string; version: number; last_updated: string; json: string }>(text, sql.values);
+  return res.rows.map((r) => ({ id: r.id, version: r.version, lastUpdated: r.last_updated, json: r.json }));
+}
+

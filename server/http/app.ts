@@ -1,0 +1,114 @@
+// The Koa application: small middleware, each doing one thing, composed in this visible order:
+// request id -> logging -> errors -> security headers -> routes.
+import { randomUUID } from 'node:crypto';
+import Router from '@koa/router';
+import Koa, { type Context, type Next } from 'koa';
+import type { Config } from '../config.ts';
+import type { Db } from '../db/pool.ts';
+import { Repository } from '../fhir/repository.ts';
+import { toFhirError } from '../fhir/outcome.ts';
+import type { FhirContext } from '../fhir/request.ts';
+import type { Logger } from '../logger.ts';
+import { fhirHandler } from './fhir-handler.ts';
+
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  log: Logger;
+  /** False while starting or shutting down: /readyz answers 503. */
+  isReady: () => boolean;
+}
+
+function requestId() {
+  return async (ctx: Context, next: Next) => {
+    const incoming = ctx.get('x-request-id');
+    const id = /^[A-Za-z0-9\-_.]{1,64}$/.test(incoming) ? incoming : randomUUID();
+    ctx.state.requestId = id;
+    ctx.set('X-Request-Id', id);
+    await next();
+  };
+}
+
+function logging(log: Logger) {
+  return async (ctx: Context, next: Next) => {
+    const start = performance.now();
+    ctx.state.log = log.child({ reqId: ctx.state.requestId });
+    try {
+      await next();
+    } finally {
+      const ms = Math.round((performance.now() - start) * 10) / 10;
+      const line = { method: ctx.method, url: ctx.originalUrl, status: ctx.status, ms };
+      if (ctx.status >= 500) ctx.state.log.error(line, 'request failed');
+      else if (ctx.status >= 400) ctx.state.log.info(line, 'request refused');
+      else ctx.state.log.debug(line, 'request');
+    }
+  };
+}
+
+/** Every error becomes an OperationOutcome with its status; internals never reach the client. */
+function errors() {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next();
+    } catch (e) {
+      const err = toFhirError(e);
+      if (err.status >= 500) ctx.state.log?.error({ err: e }, 'unhandled error');
+      else ctx.state.log?.info({ status: err.status, issue: err.outcome.issue?.[0]?.diagnostics }, 'refused');
+      ctx.status = err.status;
+      ctx.type = 'application/fhir+json';
+      ctx.body = JSON.stringify(err.outcome);
+    }
+  };
+}
+
+function securityHeaders() {
+  return async (ctx: Context, next: Next) => {
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.set('X-Frame-Options', 'DENY');
+    ctx.set('Referrer-Policy', 'no-referrer');
+    await next();
+  };
+}
+
+export function createApp(deps: AppDeps): Koa {
+  const { config, db, log } = deps;
+  const app = new Koa({ proxy: true });
+  // baseUrl is read per request: with PORT=0 it is only known once the server listens.
+  const fhir = (): FhirContext => ({
+    repo: new Repository(db, { baseUrl: `${config.baseUrl}/fhir` }, db),
+    fhirBase: `${config.baseUrl}/fhir`,
+    defaultCount: config.defaultPageSize,
+    maxCount: config.maxPageSize,
+    maxBinaryBytes: config.maxBinaryBytes,
+  });
+
+  const router = new Router();
+  router.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  router.get('/readyz', async (ctx) => {
+    if (!deps.isReady()) {
+      ctx.status = 503;
+      ctx.body = { status: 'not ready' };
+      return;
+    }
+    try {
+      await db.query('SELECT 1');
+      ctx.body = { status: 'ready' };
+    } catch {
+      ctx.status = 503;
+      ctx.body = { status: 'database unavailable' };
+    }
+  });
+  const handle = fhirHandler(fhir, { json: config.maxJsonBytes, binary: config.maxBinaryBytes });
+  router.all('/fhir', handle);
+  router.all('/fhir/{*rest}', handle);
+
+  app.use(requestId());
+  app.use(logging(log));
+  app.use(errors());
+  app.use(securityHeaders());
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}

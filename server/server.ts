@@ -1,0 +1,66 @@
+// Starts and stops the whole server: config -> database (embedded or real) -> migrations ->
+// HTTP. main.ts calls this for `npm start`; tests call it to run a real server in-process.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config.ts';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts';
+import { migrate } from './db/migrate.ts';
+import { createDb, type Db } from './db/pool.ts';
+import { loadDefinitions } from './fhir/definitions.ts';
+import { createApp } from './http/app.ts';
+import type { Logger } from './logger.ts';
+
+export interface RunningServer {
+  url: string;
+  fhirBase: string;
+  db: Db;
+  config: Config;
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  loadDefinitions();
+  let embedded: EmbeddedPostgres | undefined;
+  let connectionString = config.databaseUrl;
+  if (!connectionString) {
+    embedded = await startEmbeddedPostgres(config.dataDir);
+    connectionString = embedded.connectionString;
+    log.info({ dataDir: config.dataDir }, 'embedded PostgreSQL (PGlite) started');
+  }
+  await migrate(connectionString);
+  // PGlite is single-connection: one pooled connection keeps transactions from interleaving.
+  const db = createDb(connectionString, embedded ? 1 : config.dbPoolSize);
+
+  let ready = false;
+  const app = createApp({ config, db, log, isReady: () => ready });
+  const server: Server = createServer(app.callback());
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  // With PORT=0 (tests) the real port is only known now.
+  if (config.port === 0) {
+    const displayHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+    config.baseUrl = `http://${displayHost}:${port}`;
+  }
+  ready = true;
+
+  return {
+    url: config.baseUrl,
+    fhirBase: `${config.baseUrl}/fhir`,
+    db,
+    config,
+    async stop() {
+      ready = false;
+      // Stop accepting connections; in-flight requests finish before close() resolves.
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await db.close();
+      await embedded?.stop();
+    },
+  };
+}

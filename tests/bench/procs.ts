@@ -1,0 +1,64 @@
+// Forks serve.ts as a child process (same Node binary) and gives the parent a handle on it.
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export interface ServerStats {
+  /** SQL statements sent by the process since it started. */
+  queries: number;
+  /** CPU time the process has used since it started (user + system), ms. */
+  cpuMs: number;
+  rssMb: number;
+}
+
+export interface ServerProc {
+  kind: 'fhir' | 'ceiling';
+  /** Origin of the server, e.g. http://127.0.0.1:40123. */
+  url: string;
+  stats(): Promise<ServerStats>;
+  stop(): Promise<void>;
+}
+
+const SERVE = fileURLToPath(new URL('./serve.ts', import.meta.url));
+
+export async function forkServer(kind: 'fhir' | 'ceiling', databaseUrl: string, poolSize: number): Promise<ServerProc> {
+  const child: ChildProcess = fork(SERVE, [kind, databaseUrl, String(poolSize)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: ['--disable-warning=ExperimentalWarning'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+  const url = await new Promise<string>((resolve, reject) => {
+    const onMessage = (msg: { type: string; url?: string }) => {
+      if (msg.type === 'ready' && msg.url) {
+        child.off('message', onMessage);
+        resolve(msg.url);
+      }
+    };
+    child.on('message', onMessage);
+    void exited.then((code) => reject(new Error(`the ${kind} server process exited (code ${code}) before it was ready`)));
+  });
+
+  return {
+    kind,
+    url,
+    stats() {
+      return new Promise<ServerStats>((resolve, reject) => {
+        const onMessage = (msg: { type: string } & ServerStats) => {
+          if (msg.type !== 'stats') return;
+          child.off('message', onMessage);
+          resolve({ queries: msg.queries, cpuMs: msg.cpuMs, rssMb: msg.rssMb });
+        };
+        child.on('message', onMessage);
+        if (!child.connected) reject(new Error(`the ${kind} server process is gone`));
+        else child.send({ type: 'stats' });
+      });
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (child.connected) child.send({ type: 'stop' });
+      const timer = setTimeout(() => child.kill('SIGKILL'), 8_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,66 @@
+// Shared setup for the search tests: a fresh PostgreSQL database per test file (migrated), a
+// Repository to write with, and a small query helper.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { migrate } from '../../../server/db/migrate.ts';
+import { createDb, type Db } from '../../../server/db/pool.ts';
+import { loadDefinitions } from '../../../server/fhir/definitions.ts';
+import { Repository } from '../../../server/fhir/repository.ts';
+import { search, type SearchOptions } from '../../../server/fhir/search/search.ts';
+
+const ADMIN = process.env.TEST_PG_ADMIN ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const FHIR_BASE = 'http://test.local/fhir';
+
+export interface TestDb {
+  db: Db;
+  repo: Repository;
+  drop(): Promise<void>;
+}
+
+export async function freshDb(): Promise<TestDb> {
+  loadDefinitions();
+  const name = `wl_search_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: ADMIN });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = ADMIN.replace(/\/[^/]*$/, `/${name}`);
+  await migrate(url);
+  const db = createDb(url, 4);
+  const repo = new Repository(db, { baseUrl: FHIR_BASE }, db);
+  return {
+    db,
+    repo,
+    async drop() {
+      await db.close();
+      const a = new pg.Client({ connectionString: ADMIN });
+      await a.connect();
+      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await a.end();
+    },
+  };
+}
+
+export const OPTIONS: SearchOptions = { fhirBase: FHIR_BASE, defaultCount: 100, maxCount: 1000, strict: false };
+
+/** "Patient?name=x&gender=y" -> request parts. */
+export function parseQuery(q: string): { resourceType?: string; params: [string, string][] } {
+  const [path, query = ''] = q.split('?');
+  const params = [...new URLSearchParams(query).entries()] as [string, string][];
+  return { resourceType: path || undefined, params };
+}
+
+export interface BundleJson {
+  total?: number;
+  link?: { relation: string; url: string }[];
+  entry?: { fullUrl?: string; resource: { resourceType: string; id: string; [k: string]: unknown }; search: { mode: string } }[];
+}
+
+export async function run(db: Db, q: string, opts: Partial<SearchOptions> = {}): Promise<BundleJson> {
+  const text = await search(db, parseQuery(q), { ...OPTIONS, ...opts });
+  return JSON.parse(text) as BundleJson;
+}
+
+export function ids(b: BundleJson, mode = 'match'): string[] {
+  return (b.entry ?? []).filter((e) => e.search.mode === mode).map((e) => e.resource.id);
+}

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from './config.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
-import { createDb, type Db } from './db/pool.ts';
+import { createDb, isPGlite, type Db } from './db/pool.ts';
 import { loadDefinitions } from './fhir/definitions.ts';
 import { createApp } from './http/app.ts';
 import type { Logger } from './logger.ts';
@@ -28,8 +28,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     log.info({ dataDir: config.dataDir }, 'embedded PostgreSQL (PGlite) started');
   }
   await migrate(connectionString);
-  // PGlite is single-connection: one pooled connection keeps transactions from interleaving.
-  const db = createDb(connectionString, embedded ? 1 : config.dbPoolSize);
+  // PGlite (ours, or one a test points DATABASE_URL at) has one backend session shared by all
+  // its connections: one pooled connection keeps transactions from interleaving, and no
+  // named statements (they would collide across reconnects).
+  const single = embedded !== undefined || (await isPGlite(connectionString));
+  const db = createDb(connectionString, single ? 1 : config.dbPoolSize, { namedStatements: !single });
 
   let ready = false;
   const app = createApp({ config, db, log, isReady: () => ready });

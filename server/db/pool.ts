@@ -25,18 +25,29 @@ export interface Db extends Queryable {
   readonly pool: pg.Pool;
 }
 
-export function createDb(connectionString: string, poolSize: number): Db {
+export interface DbOptions {
+  /**
+   * Use named (server-side prepared) statements where callers name them. Off for PGlite: all its
+   * socket connections share one backend session, so names would collide across connections.
+   */
+  namedStatements: boolean;
+}
+
+export function createDb(connectionString: string, poolSize: number, options: DbOptions = { namedStatements: true }): Db {
   const pool = new pg.Pool({ connectionString, max: poolSize, idleTimeoutMillis: 30_000 });
   // An idle client that errors (server restart) must not crash the process.
   pool.on('error', () => {});
+  const prepare = (sql: string | pg.QueryConfig): string | pg.QueryConfig =>
+    options.namedStatements || typeof sql === 'string' ? sql : { text: sql.text, values: sql.values };
   return {
     pool,
-    query: (sql, params) => pool.query(sql as string, params as unknown[]),
+    query: (sql, params) => pool.query(prepare(sql) as string, params as unknown[]),
     async transaction(fn) {
       const client = await pool.connect();
+      const queryable: Queryable = { query: (sql, params) => client.query(prepare(sql) as string, params as unknown[]) };
       try {
         await client.query('BEGIN');
-        const result = await fn(client);
+        const result = await fn(queryable);
         await client.query('COMMIT');
         return result;
       } catch (err) {
@@ -48,4 +59,16 @@ export function createDb(connectionString: string, poolSize: number): Db {
     },
     close: () => pool.end(),
   };
+}
+
+/** True when the server at connectionString is PGlite (single backend session, WASM). */
+export async function isPGlite(connectionString: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ version: string }>('SELECT version()');
+    return rows[0].version.includes('PGlite');
+  } finally {
+    await client.end();
+  }
 }

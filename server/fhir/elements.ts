@@ -54,3 +54,9 @@ export function subsetResource(resource: Resource, summary?: SummaryMode, elemen
   markSubsetted(out);
   return out as unknown as Resource;
 }
+
+/** subsetResource on stored JSON text: parses only when _summary / _elements apply. */
+export function subsetJson(json: string, summary?: SummaryMode, elements?: string[]): string {
+  if ((!summary || summary === 'false' || summary === 'count') && !elements?.length) return json;
+  return JSON.stringify(subsetResource(JSON.parse(json) as Resource, summary === 'count' ? undefined : summary, elements));
+}

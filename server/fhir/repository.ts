@@ -172,8 +172,7 @@ export class Repository {
   async delete(type: string, id: string, options: { ifMatch?: number } = {}): Promise<number | undefined> {
     assertType(type);
     if (!isValidId(id)) throw notFound(`${type}/${id} is not a valid id`);
-    const lastUpdated = new Date().toISOString();
-    const stub = { resourceType: type, id, meta: { lastUpdated } } as Resource;
+    const stub = { resourceType: type, id, meta: {} } as Resource;
     const result = await this.write('delete', stub, 'DELETE', options.ifMatch);
     if (!result && options.ifMatch !== undefined) {
       const current = await this.readVersion(type, id).catch(() => undefined);
@@ -184,7 +183,7 @@ export class Repository {
     return result?.version;
   }
 
-  /** Sets id, meta.versionId (provisional: the database decides) and meta.lastUpdated; validates. */
+  /** Sets id, provisional meta.versionId / meta.lastUpdated (the database sets the real ones); validates. */
   private prepare<T extends Resource>(resource: T, id: string, _method: WriteMethod): T {
     const meta = { ...(resource.meta ?? {}) };
     meta.versionId = '1';
@@ -208,49 +207,53 @@ export class Repository {
     method: WriteMethod,
     expected?: number,
     binary?: BinaryPayload,
-  ): Promise<{ version: number; inserted: boolean } | undefined> {
+  ): Promise<{ version: number; last_updated: string; inserted: boolean } | undefined> {
     const type = resource.resourceType;
     const id = resource.id as string;
-    const lastUpdated = resource.meta?.lastUpdated as string;
-    const values: unknown[] = [id, lastUpdated];
+    const values: unknown[] = [id];
     const param = (v: unknown): string => {
       values.push(v);
       return `$${values.length}`;
     };
     const T = `"${type}"`;
     const ctes: string[] = [];
-    const shape: string[] = [kind, type];
+    // Time comes from the database clock when the row lock is held, never earlier than the
+    // previous version's, so versions and lastUpdated always agree in order even when
+    // concurrent writers queue on the same row.
+    const NOW = `date_trunc('milliseconds', clock_timestamp())`;
+    const NEXT = `GREATEST(${NOW}, r.last_updated)`;
 
     if (kind === 'delete') {
-      const versionCheck = expected !== undefined ? ` AND version = ${param(expected)}` : '';
-      shape.push(expected !== undefined ? 'm' : '');
-      ctes.push(`up AS (UPDATE ${T} SET version = version + 1, last_updated = $2, deleted = true
-        WHERE id = $1 AND NOT deleted${versionCheck}
-        RETURNING id, version, NULL::jsonb AS content, false AS inserted)`);
+      const versionCheck = expected !== undefined ? ` AND r.version = ${param(expected)}` : '';
+      ctes.push(`up AS (UPDATE ${T} AS r SET version = r.version + 1, last_updated = ${NEXT}, deleted = true
+        WHERE r.id = $1 AND NOT r.deleted${versionCheck}
+        RETURNING r.id, r.version, r.last_updated, NULL::jsonb AS content, false AS inserted)`);
     } else {
-      const json = param(JSON.stringify(resource));
-      // The stored meta.versionId is set by the database, so concurrent writers never disagree.
-      const bumped = `jsonb_set(${json}::jsonb, '{meta,versionId}', to_jsonb((r.version + 1)::text))`;
+      const json = `${param(JSON.stringify(resource))}::jsonb`;
+      // meta.versionId and meta.lastUpdated of the stored JSON are set by the database
+      // (wl_stamp), so concurrent writers never disagree about them.
+      const bumped = `wl_stamp(${json}, r.version + 1, ${NEXT})`;
       if (kind === 'insert') {
         ctes.push(`up AS (INSERT INTO ${T} (id, version, last_updated, deleted, content)
-          VALUES ($1, 1, $2, false, ${json}::jsonb) RETURNING id, version, content, true AS inserted)`);
+          SELECT $1, 1, t.ts, false, wl_stamp(${json}, 1, t.ts) FROM (SELECT ${NOW} AS ts) t
+          RETURNING id, version, last_updated, content, true AS inserted)`);
       } else if (kind === 'upsert') {
         ctes.push(`up AS (INSERT INTO ${T} AS r (id, version, last_updated, deleted, content)
-          VALUES ($1, 1, $2, false, ${json}::jsonb)
-          ON CONFLICT (id) DO UPDATE SET version = r.version + 1, last_updated = EXCLUDED.last_updated,
+          SELECT $1, 1, t.ts, false, wl_stamp(${json}, 1, t.ts) FROM (SELECT ${NOW} AS ts) t
+          ON CONFLICT (id) DO UPDATE SET version = r.version + 1, last_updated = ${NEXT},
             deleted = false, content = ${bumped}
-          RETURNING r.id, r.version, r.content, (r.xmax = 0) AS inserted)`);
+          RETURNING r.id, r.version, r.last_updated, r.content, (r.xmax = 0) AS inserted)`);
       } else {
-        ctes.push(`up AS (UPDATE ${T} AS r SET version = r.version + 1, last_updated = $2, deleted = false,
+        ctes.push(`up AS (UPDATE ${T} AS r SET version = r.version + 1, last_updated = ${NEXT}, deleted = false,
             content = ${bumped}
           WHERE r.id = $1 AND r.version = ${param(expected)}
-          RETURNING r.id, r.version, r.content, false AS inserted)`);
+          RETURNING r.id, r.version, r.last_updated, r.content, false AS inserted)`);
       }
     }
 
     const deleted = kind === 'delete';
     ctes.push(`h AS (INSERT INTO resource_history (resource_type, id, version, last_updated, deleted, method, content)
-      SELECT '${type}', id, version, $2, ${deleted}, '${method}', content FROM up)`);
+      SELECT '${type}', id, version, last_updated, ${deleted}, '${method}', content FROM up)`);
     ctes.push(`o AS (INSERT INTO outbox (resource_type, resource_id, version, action)
       SELECT '${type}', id, version, ${deleted ? `'delete'` : `CASE WHEN inserted THEN 'create' ELSE 'update' END`} FROM up)`);
 
@@ -267,21 +270,22 @@ export class Repository {
         if (list.length === 0) continue;
         const cols = INDEX_COLUMNS[table];
         const arrays = cols.map((c) => param(list.map((r) => r[c.field] ?? null)) + `::${c.sqlType}[]`);
-        shape.push(table);
         ctes.push(`i_${table} AS (INSERT INTO idx_${table} (resource_type, resource_id, ${cols.map((c) => c.column).join(', ')})
           SELECT '${type}', $1, u.* FROM unnest(${arrays.join(', ')}) AS u WHERE EXISTS (SELECT 1 FROM up))`);
       }
     }
     if (binary) {
-      shape.push('bin');
       ctes.push(`b AS (INSERT INTO binary_content (id, version, data) SELECT id, version, ${param(binary.data)} FROM up)`);
     }
 
-    const text = `WITH ${ctes.join(',\n')}\nSELECT version, inserted FROM up`;
-    const res = await this.db.query<{ version: number; inserted: boolean }>({ name: shape.join(':'), text, values });
+    const text = `WITH ${ctes.join(',\n')}\nSELECT version, ${instantSql('last_updated')} AS last_updated, inserted FROM up`;
+    const res = await this.db.query<{ version: number; last_updated: string; inserted: boolean }>({ name: statementName(text), text, values });
     const row = res.rows[0];
     if (!row) return undefined;
-    if (resource.meta) resource.meta.versionId = String(row.version);
+    if (resource.meta) {
+      resource.meta.versionId = String(row.version);
+      resource.meta.lastUpdated = row.last_updated;
+    }
     return row;
   }
 }
@@ -357,6 +361,18 @@ const INDEX_COLUMNS: Record<(typeof INDEX_TABLE_NAMES)[number], IndexColumn[]> =
     { field: 'high3', column: 'high3', sqlType: 'numeric' },
   ],
 };
+
+// Write statements take a few shapes per type (which index tables get rows); each distinct
+// text gets a stable name so Postgres parses and plans it once per connection.
+const statementNames = new Map<string, string>();
+function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (!name) {
+    name = `w${statementNames.size + 1}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
 
 function assertType(type: string): void {
   if (!isResourceType(type)) throw notFound(`Unknown resource type "${type}"`);

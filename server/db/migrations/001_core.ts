@@ -12,6 +12,15 @@ export const name = '001_core';
 
 export async function up(knex: Knex): Promise<void> {
   await knex.raw('CREATE EXTENSION IF NOT EXISTS pg_trgm');
+  // Sets meta.versionId and meta.lastUpdated of stored JSON from the values the row gets, so the
+  // JSON and the columns can never disagree (see Repository.write).
+  await knex.raw(`
+    CREATE FUNCTION wl_stamp(content jsonb, version integer, ts timestamptz) RETURNS jsonb
+    LANGUAGE sql STABLE AS $$
+      SELECT jsonb_set(jsonb_set(content, '{meta,versionId}', to_jsonb(version::text)),
+        '{meta,lastUpdated}', to_jsonb(to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))
+    $$;
+  `);
   for (const type of loadDefinitions()) {
     await knex.raw(`
       CREATE TABLE "${type}" (

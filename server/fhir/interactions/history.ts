@@ -22,8 +22,11 @@ export async function historyInteraction(ctx: FhirContext, req: FhirRequest, typ
   if (!Number.isInteger(offset) || offset < 0) throw badRequest('_offset must be a whole number', ['_offset']);
   const since = instantParam(req, '_since');
   const at = instantParam(req, '_at');
-  // The first page pins "now"; later pages carry it so new versions never shift the offsets.
-  const till = instantParam(req, '_till') ?? new Date().toISOString();
+  // The first page pins "now" (the database's clock, which stamps versions); later pages carry
+  // it so versions written after the first page never shift the offsets.
+  const till =
+    instantParam(req, '_till') ??
+    (await ctx.repo.db.query<{ now: string }>(`SELECT ${instantSql('clock_timestamp()')} AS now`)).rows[0].now;
 
   const where: string[] = ['last_updated <= $1'];
   const values: unknown[] = [till];

@@ -122,7 +122,8 @@ function indexersFor(resourceType: string): Indexer[] {
         components.push({ type: def.type, atom: parseFhirPath(c.expression) });
       }
       if (components.length < 2 || components.length !== (sp.component ?? []).length) continue;
-      list.push({ code, type: sp.type, atom: details.parsedExpression, components });
+      // medplum's parsed expression drops a bare "Observation" term of "Observation | Observation.component".
+      list.push({ code, type: sp.type, atom: parseFhirPath(sp.expression), components });
       continue;
     }
     list.push({ code, type: sp.type, atom: details.parsedExpression });
@@ -302,8 +303,25 @@ function compositeRows(rows: IndexRows, ix: Indexer, typed: TypedValue[], baseUr
   }
 }
 
-export function indexRowsFor(resource: Resource, baseUrl?: string): IndexRows {
+/**
+ * Absolute references to this server ("<base>/Patient/1") become relative ones before the
+ * FHIRPath runs, so `resolve() is Patient` and the reference rows treat both spellings alike.
+ */
+function localizeReferences<T>(value: T, prefix: string): T {
+  if (Array.isArray(value)) return value.map((v) => localizeReferences(v, prefix)) as T;
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      out[k] = k === 'reference' && typeof v === 'string' && v.startsWith(prefix) ? v.slice(prefix.length) : localizeReferences(v, prefix);
+    }
+    return out as T;
+  }
+  return value;
+}
+
+export function indexRowsFor(input: Resource, baseUrl?: string): IndexRows {
   const rows = emptyIndexRows();
+  const resource = baseUrl && JSON.stringify(input).includes(`"${baseUrl}/`) ? localizeReferences(input, baseUrl + '/') : input;
   const typed = [toTypedValue(resource)];
   for (const ix of indexersFor(resource.resourceType)) {
     if (ix.components) {

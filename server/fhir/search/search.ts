@@ -18,7 +18,7 @@ import { isResourceType, loadDefinitions } from '../definitions.ts';
 import { badRequest } from '../outcome.ts';
 import { isServedParam } from './index-rows.ts';
 import { Compiler, RESULT_PARAMS, SqlBuilder, paramDef, table, toKm, type Near } from './compile.ts';
-import { subset, type Summary } from './summary.ts';
+import { subsetJson as subset, type SummaryMode as Summary } from '../elements.ts';
 import { ParamError, splitPipe } from './values.ts';
 
 export interface SearchOptions {

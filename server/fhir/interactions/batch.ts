@@ -12,6 +12,8 @@ import { bodyResource, parsePrefer, type FhirContext, type FhirMethod, type Fhir
 import { route } from '../router.ts';
 import { findMatches } from '../search/search.ts';
 import { lockAndMatch, parseCriteria } from './conditional.ts';
+import { writeResponse } from './respond.ts';
+import { assertResourceShape } from '../validate.ts';
 
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
@@ -145,15 +147,55 @@ async function runTransaction(ctx: FhirContext, entries: BundleEntry[], represen
       });
     }
 
-    // 3. Execute in the spec's order; any failure rolls everything back.
+    // 3. Execute in the spec's order; any failure rolls everything back. Plain creates are
+    //    validated one by one (so an invalid one names its entry) and then inserted together,
+    //    one statement per resource type, when the POST phase begins.
     const results = new Array<BundleEntry>(planned.length);
     const order = [...planned].sort((a, b) => ORDER[a.req.method] - ORDER[b.req.method] || a.index - b.index);
+    const bulk = order.filter(isPlainCreate);
+    let bulkDone = false;
     for (const p of order) {
+      if (!bulkDone && ORDER[p.req.method] >= ORDER.POST) {
+        bulkDone = true;
+        await insertPlainCreates(tx, bulk, results, representation);
+      }
+      if (bulk.includes(p)) continue;
       const res = await withEntry(p.index, () => route(tx, p.req, { inBundle: true }));
       results[p.index] = responseEntry(tx, res, representation);
     }
+    if (!bulkDone) await insertPlainCreates(tx, bulk, results, representation);
     const body: Bundle = { resourceType: 'Bundle', type: 'transaction-response', entry: results };
     return { status: 200, body };
+  });
+}
+
+/** A POST of a FHIR JSON resource to a type, without If-None-Exist: nothing to match first. */
+function isPlainCreate(p: Planned): boolean {
+  const { req } = p;
+  return (
+    req.method === 'POST' &&
+    !req.headers.ifNoneExist &&
+    !req.path.includes('/') &&
+    req.path !== 'Binary' &&
+    req.assignedId !== undefined &&
+    (req.body as Resource | undefined)?.resourceType === req.path
+  );
+}
+
+async function insertPlainCreates(tx: FhirContext, bulk: Planned[], results: BundleEntry[], representation: boolean): Promise<void> {
+  if (bulk.length === 0) return;
+  const prepared = await Promise.all(
+    bulk.map((p) =>
+      withEntry(p.index, async () => {
+        assertResourceShape(p.req.body, p.req.path);
+        const { id: _ignored, ...resource } = p.req.body;
+        return tx.repo.prepareCreate(resource as Resource, p.req.assignedId);
+      }),
+    ),
+  );
+  await tx.repo.insertPrepared(prepared);
+  bulk.forEach((p, i) => {
+    results[p.index] = responseEntry(tx, writeResponse(tx, prepared[i], 201), representation);
   });
 }
 

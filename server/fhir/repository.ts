@@ -3,6 +3,7 @@
 // (current row, history row, index rows, outbox row as data-modifying CTEs), so it is atomic on
 // its own and costs one round trip; inside a transaction Bundle it joins the open transaction.
 import { randomUUID } from 'node:crypto';
+import { getSearchParameters } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { instantSql, type Db, type Queryable } from '../db/pool.ts';
 import { isResourceType } from './definitions.ts';
@@ -323,7 +324,7 @@ export class Repository {
 
     // Index rows: the old ones go (unless this is a brand-new id), the new ones come.
     if (kind !== 'insert') {
-      for (const table of INDEX_TABLE_NAMES) {
+      for (const table of indexTablesOf(type)) {
         ctes.push(`d_${table} AS (DELETE FROM idx_${table} WHERE resource_type = '${type}' AND resource_id = $1 AND EXISTS (SELECT 1 FROM up))`);
       }
     }
@@ -415,6 +416,27 @@ const INDEX_COLUMNS: Record<(typeof INDEX_TABLE_NAMES)[number], IndexColumn[]> =
     { field: 'high3', column: 'high3', sqlType: 'numeric' },
   ],
 };
+
+const tablesByType = new Map<string, (typeof INDEX_TABLE_NAMES)[number][]>();
+
+/**
+ * The index tables a type's search parameters can write to, so an update or delete only
+ * clears those (a Patient never has composite or geo rows).
+ */
+function indexTablesOf(type: string): (typeof INDEX_TABLE_NAMES)[number][] {
+  let tables = tablesByType.get(type);
+  if (!tables) {
+    const kinds = new Set(Object.values(getSearchParameters(type) ?? {}).map((sp) => sp.type));
+    tables = INDEX_TABLE_NAMES.filter((t) => {
+      if (t === 'geo') return kinds.has('special');
+      // reference params also write `:identifier` token rows
+      if (t === 'token') return kinds.has('token') || kinds.has('reference');
+      return kinds.has(t);
+    });
+    tablesByType.set(type, tables);
+  }
+  return tables;
+}
 
 // Time comes from the database clock when the row lock is held, never earlier than the previous
 // version's, so versions and lastUpdated always agree in order even when concurrent writers

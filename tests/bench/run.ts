@@ -1,9 +1,11 @@
 // `npm run bench`: the FHIR server and its ceilings, measured in one run on this machine.
 //   --quick    2 s per workload, 1 s warm-up (smoke check)
-//   --verbose  per-workload progress, status codes, server CPU and machine load
+//   --verbose  per-workload progress, status codes, where the CPU went, server memory
+//   --profile  write a V8 CPU profile of the FHIR server process to the OS temp dir
 // Needs PostgreSQL (DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres). A fresh
 // database is created and dropped; the FHIR server and the ceiling run in child processes so the
 // load generator (this process) does not share their event loop.
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createTestDatabase } from '../support/db.ts';
@@ -25,6 +27,7 @@ import {
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const verbose = args.includes('--verbose');
+const profileDir = args.includes('--profile') ? path.join(os.tmpdir(), 'wardlink-bench-profiles') : undefined;
 const opts: BenchOptions = { connections: 10, seconds: quick ? 2 : 10, warmupSeconds: quick ? 1 : 2, verbose, databaseName: '' };
 const POOL_SIZE = 10;
 const INGEST_CONCURRENCY = 4;
@@ -76,7 +79,7 @@ async function main() {
   dropDb = () => db.drop();
   opts.databaseName = new URL(db.connectionString).pathname.slice(1);
   log(`database ${new URL(db.connectionString).pathname.slice(1)}; starting the FHIR server and the ceiling`);
-  const [fhir, ceiling] = await Promise.all([forkServer('fhir', db.connectionString, POOL_SIZE), forkServer('ceiling', db.connectionString, POOL_SIZE)]);
+  const [fhir, ceiling] = await Promise.all([forkServer('fhir', db.connectionString, POOL_SIZE, profileDir), forkServer('ceiling', db.connectionString, POOL_SIZE)]);
   procs.push(fhir, ceiling);
   log(`FHIR ${fhir.url}/fhir, ceiling ${ceiling.url}; seeding patients`);
   const fx = await seed(fhir, ceiling, 500, 200);
@@ -151,6 +154,7 @@ async function main() {
     );
   }
   for (const n of notes) console.log(`note: ${n}`);
+  if (profileDir) log(`the FHIR server's CPU profile goes to ${profileDir} when it stops (open it in Chrome DevTools)`);
   log(`done in ${((performance.now() - started) / 1000).toFixed(0)} s; server RSS ${fmt(synthea.serverRssMb)} MB`);
 }
 

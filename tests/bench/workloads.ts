@@ -62,41 +62,48 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 /**
- * CPU used so far by PostgreSQL processes, ms: backends connected to the bench's database plus
- * the shared background processes (WAL writer, checkpointer...), not backends of other
- * databases (other test runs on the machine). Linux /proc only; NaN elsewhere.
+ * CPU used so far by each PostgreSQL process, ms by pid: backends connected to the bench's
+ * database plus the shared background processes (WAL writer, checkpointer, autovacuum...), not
+ * backends of other databases (other test runs on the machine). Linux /proc only; undefined
+ * elsewhere. Compare two snapshots per pid: a process that exits in between is not counted.
  */
-function postgresCpuMs(databaseName: string): number {
-  let ticks = 0;
+function postgresCpuMs(databaseName: string): Map<number, number> | undefined {
+  const byPid = new Map<number, number>();
+  let pids: string[];
   try {
-    for (const pid of readdirSync('/proc')) {
-      if (!/^\d+$/.test(pid)) continue;
-      let stat: string;
-      try {
-        stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      } catch {
-        continue;
-      }
+    pids = readdirSync('/proc');
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat: string;
+    let cmdline: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const close = stat.lastIndexOf(')');
       if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
-      let cmdline = '';
-      try {
-        cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      } catch {
-        continue;
-      }
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       const clientBackend = /\(\d+\)|\[local\]/.test(cmdline);
       if (clientBackend && !cmdline.includes(` ${databaseName} `)) continue;
       const fields = stat.slice(close + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+      // utime + stime (fields 14 and 15 of stat) in clock ticks; USER_HZ is 100 on Linux.
+      byPid.set(Number(pid), (Number(fields[11]) + Number(fields[12])) * 10);
+    } catch {
+      continue;
     }
-  } catch {
-    return NaN;
   }
-  return ticks * 10; // USER_HZ is 100 on Linux
+  return byPid;
 }
 
-function cpuTimes(databaseName: string): { busy: number; total: number; postgres: number } {
+function postgresDelta(before: Map<number, number> | undefined, after: Map<number, number> | undefined): number {
+  if (!before || !after) return NaN;
+  let ms = 0;
+  for (const [pid, t] of after) ms += t - (before.get(pid) ?? 0);
+  return ms;
+}
+
+function cpuTimes(databaseName: string): { busy: number; total: number; postgres: Map<number, number> | undefined } {
   let busy = 0;
   let total = 0;
   for (const c of os.cpus()) {
@@ -110,8 +117,8 @@ function cpuTimes(databaseName: string): { busy: number; total: number; postgres
 
 /** Machine busy %, and the CPU not used by the server split into load generator and the rest. */
 function cpuSplit(
-  c0: { busy: number; total: number; postgres: number },
-  c1: { busy: number; total: number; postgres: number },
+  c0: ReturnType<typeof cpuTimes>,
+  c1: ReturnType<typeof cpuTimes>,
   server0: number,
   server1: number,
   loadgen: NodeJS.CpuUsage,
@@ -119,7 +126,7 @@ function cpuSplit(
 ): { busyPct: number; otherPct: number; loadgenMsPerReq: number; postgresMsPerReq: number; otherMsPerReq: number } {
   const busyMs = c1.busy - c0.busy;
   const loadgenMs = (loadgen.user + loadgen.system) / 1000;
-  const postgresMs = c1.postgres - c0.postgres;
+  const postgresMs = postgresDelta(c0.postgres, c1.postgres);
   const otherMs = busyMs - loadgenMs - (server1 - server0) - (Number.isNaN(postgresMs) ? 0 : postgresMs);
   return {
     busyPct: (100 * busyMs) / Math.max(1, c1.total - c0.total),

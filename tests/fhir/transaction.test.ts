@@ -69,7 +69,7 @@ describe('transaction', () => {
     const res = await http('POST', '', { body: bundle });
     expect(res.status).toBe(200);
     await assertAllReferencesResolve(res.body);
-  });
+  }, 240_000);
 
   it('is all or nothing: one invalid entry fails the whole transaction and stores nothing', async () => {
     const family = unique('Atomic');

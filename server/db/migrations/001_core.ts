@@ -63,8 +63,9 @@ export async function up(knex: Knex): Promise<void> {
     );
     CREATE INDEX idx_string_prefix ON idx_string (resource_type, param, value text_pattern_ops, resource_id);
     CREATE INDEX idx_string_owner ON idx_string (resource_type, resource_id, param);
-    CREATE INDEX idx_string_contains ON idx_string USING gin (value gin_trgm_ops);  -- :contains
-    CREATE INDEX idx_token_text ON idx_token USING gin (display gin_trgm_ops) WHERE display IS NOT NULL;  -- :text
+    -- No trigram (GIN) indexes for :contains / :text: they made every write of a resource with
+    -- names or codings several times dearer (and spiky when the GIN pending list is flushed),
+    -- for modifiers that are rare; those searches scan the (type, param) range of the btree.
 
     CREATE TABLE idx_date (
       resource_type text NOT NULL, resource_id text NOT NULL, param text NOT NULL,

@@ -6,6 +6,7 @@ import type { Repository } from '../repository.ts';
 import { badRequest } from '../outcome.ts';
 import { findMatches } from '../search/search.ts';
 import type { Match } from '../search/search.ts';
+import type { FhirRequest } from '../request.ts';
 
 /** "identifier=a|b&active=true" -> ordered pairs; refuses an empty criterion. */
 export function parseCriteria(criteria: string): [string, string][] {
@@ -13,6 +14,12 @@ export function parseCriteria(criteria: string): [string, string][] {
   const pairs = [...new URLSearchParams(q).entries()];
   if (pairs.length === 0) throw badRequest('A conditional interaction needs search criteria');
   return pairs;
+}
+
+/** The criteria of a conditional update / delete / patch: the request's own query (PUT Type?...). */
+export function criteriaOf(req: FhirRequest): [string, string][] {
+  if (req.query.length === 0) throw badRequest('A conditional interaction needs search criteria');
+  return req.query;
 }
 
 /** Criteria in a canonical order, so the same search always takes the same lock. */

@@ -1,7 +1,7 @@
 // delete (R4 http.html#delete): soft delete, idempotent; conditional delete by criteria.
 import { informational, multipleMatches } from '../outcome.ts';
 import type { FhirContext, FhirRequest, FhirResponse } from '../request.ts';
-import { lockAndMatch, parseCriteria } from './conditional.ts';
+import { criteriaOf, lockAndMatch } from './conditional.ts';
 import { ifMatchVersion } from './update.ts';
 
 export async function deleteInteraction(ctx: FhirContext, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
@@ -10,7 +10,7 @@ export async function deleteInteraction(ctx: FhirContext, req: FhirRequest, type
 }
 
 export async function conditionalDeleteInteraction(ctx: FhirContext, req: FhirRequest, type: string): Promise<FhirResponse> {
-  const criteria = parseCriteria(req.query.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&'));
+  const criteria = criteriaOf(req);
   return ctx.repo.transaction(async (repo) => {
     const matches = await lockAndMatch(repo, type, criteria);
     if (matches.length > 1) {

@@ -7,7 +7,7 @@ import jsonpatch from 'fast-json-patch';
 import type { Repository } from '../repository.ts';
 import { badRequest, multipleMatches, notFound, unprocessable } from '../outcome.ts';
 import type { FhirContext, FhirRequest, FhirResponse } from '../request.ts';
-import { lockAndMatch, parseCriteria } from './conditional.ts';
+import { criteriaOf, lockAndMatch } from './conditional.ts';
 import { writeResponse } from './respond.ts';
 import { ifMatchVersion } from './update.ts';
 
@@ -65,7 +65,7 @@ export async function patchInteraction(ctx: FhirContext, req: FhirRequest, type:
 }
 
 export async function conditionalPatchInteraction(ctx: FhirContext, req: FhirRequest, type: string): Promise<FhirResponse> {
-  const criteria = parseCriteria(req.query.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&'));
+  const criteria = criteriaOf(req);
   return ctx.repo.transaction(async (repo) => {
     const matches = await lockAndMatch(repo, type, criteria);
     if (matches.length > 1) throw multipleMatches(`The criteria matched ${matches.length}+ ${type} resources; a conditional patch needs exactly one`);

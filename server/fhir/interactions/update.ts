@@ -6,7 +6,7 @@ import { badRequest, conflict, multipleMatches } from '../outcome.ts';
 import { parseVersionTag, type FhirContext, type FhirRequest, type FhirResponse } from '../request.ts';
 import { assertResourceShape } from '../validate.ts';
 import { binaryFromRequest } from './binary.ts';
-import { lockAndMatch, parseCriteria } from './conditional.ts';
+import { criteriaOf, lockAndMatch } from './conditional.ts';
 import { writeResponse } from './respond.ts';
 
 export function ifMatchVersion(req: FhirRequest): number | undefined {
@@ -41,7 +41,7 @@ async function doUpdate(repo: Repository, ctx: FhirContext, resource: Resource, 
 /** PUT Type?criteria (R4: none -> create, one -> update it, several -> 412). */
 export async function conditionalUpdateInteraction(ctx: FhirContext, req: FhirRequest, type: string): Promise<FhirResponse> {
   const { resource, payload } = bodyFor(ctx, req, type);
-  const criteria = parseCriteria(req.query.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&'));
+  const criteria = criteriaOf(req);
   const ifMatch = ifMatchVersion(req);
   return ctx.repo.transaction(async (repo) => {
     const matches = await lockAndMatch(repo, type, criteria);

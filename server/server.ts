@@ -8,6 +8,9 @@ import { migrate } from './db/migrate.ts';
 import { createDb, isPGlite, type Db } from './db/pool.ts';
 import { loadDefinitions } from './fhir/definitions.ts';
 import { createApp } from './http/app.ts';
+import type { OutboxRelay } from './jobs/outbox-relay.ts';
+import type { JobQueue } from './jobs/queue.ts';
+import { startJobs } from './jobs/runtime.ts';
 import type { Logger } from './logger.ts';
 
 export interface RunningServer {
@@ -15,6 +18,10 @@ export interface RunningServer {
   fhirBase: string;
   db: Db;
   config: Config;
+  /** The job queue: BullMQ with REDIS_URL, in-process otherwise (server/jobs/queue.ts). */
+  jobs: JobQueue;
+  /** Hands outbox events to listeners: outbox.onResourceEvent(listener). */
+  outbox: OutboxRelay;
   stop(): Promise<void>;
 }
 
@@ -33,6 +40,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   // named statements (they would collide across reconnects).
   const single = embedded !== undefined || (await isPGlite(connectionString));
   const db = createDb(connectionString, single ? 1 : config.dbPoolSize, { namedStatements: !single });
+  const jobsRuntime = startJobs({ config, db, log, embeddedDatabase: single });
 
   let ready = false;
   const app = createApp({ config, db, log, isReady: () => ready });
@@ -55,13 +63,25 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     fhirBase: `${config.baseUrl}/fhir`,
     db,
     config,
+    jobs: jobsRuntime.jobs,
+    outbox: jobsRuntime.outbox,
     async stop() {
       ready = false;
       // Stop accepting connections; in-flight requests finish before close() resolves.
+      // Keep-alive connections are closed as soon as they go idle (their response is sent);
+      // after 20 s, whatever is left is cut.
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
+        const sweep = setInterval(() => server.closeIdleConnections(), 50);
+        const deadline = setTimeout(() => server.closeAllConnections(), 20_000);
+        server.once('close', () => {
+          clearInterval(sweep);
+          clearTimeout(deadline);
+        });
       });
+      // Running job handlers and the outbox batch being delivered finish before the pool closes.
+      await jobsRuntime.stop();
       await db.close();
       await embedded?.stop();
     },

@@ -1,6 +1,7 @@
 // Runs the versioned migrations at start with knex (never edit a released migration: add one).
 import knexFactory from 'knex';
 import * as m001 from './migrations/001_core.ts';
+import * as m002 from './migrations/002_jobs.ts';
 
 interface Migration {
   name: string;
@@ -10,7 +11,7 @@ interface Migration {
 
 // Listed explicitly rather than read from a folder, so the order is visible and no loader is
 // needed for .ts files.
-const MIGRATIONS: Migration[] = [m001];
+const MIGRATIONS: Migration[] = [m001, m002];
 
 export async function migrate(connectionString: string): Promise<void> {
   const knex = knexFactory({ client: 'pg', connection: connectionString, pool: { min: 0, max: 1 } });

@@ -2,6 +2,7 @@
 // processor both turn what they receive into a FhirRequest and get a FhirResponse back, so a
 // bundle entry behaves exactly like the same request sent on its own.
 import type { Resource } from '@medplum/fhirtypes';
+import type { AccessPolicy, Restriction } from '../auth/access.ts';
 import type { Logger } from '../logger.ts';
 import type { Repository } from './repository.ts';
 
@@ -57,6 +58,10 @@ export interface FhirContext {
   maxCount: number;
   maxBinaryBytes: number;
   log?: Logger;
+  /** The caller's access rules; absent for the server's own trusted code (jobs, HL7 mapping). */
+  access?: AccessPolicy;
+  /** Set by authorize() for the interaction being run: what the resources must meet. */
+  restriction?: Restriction;
 }
 
 export function isRawJson(body: unknown): body is RawJson {

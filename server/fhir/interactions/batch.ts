@@ -13,6 +13,7 @@ import { route } from '../router.ts';
 import { findMatches } from '../search/search.ts';
 import { lockAndMatch, parseCriteria } from './conditional.ts';
 import { writeResponse } from './respond.ts';
+import { assertWritable, authorize } from '../authorize.ts';
 import { assertResourceShape } from '../validate.ts';
 
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
@@ -196,6 +197,9 @@ async function insertPlainCreates(tx: FhirContext, bulk: Planned[], results: Bun
       withEntry(p.index, async () => {
         assertResourceShape(p.req.body, p.req.path);
         const { id: _ignored, ...resource } = p.req.body;
+        // These entries skip route(), so they are authorised here like any create.
+        const entryCtx = await authorize(tx, { kind: 'create', type: p.req.path }, p.req);
+        await assertWritable(entryCtx, resource as Resource);
         return tx.repo.prepareCreate(resource as Resource, p.req.assignedId);
       }),
     ),

@@ -1,5 +1,6 @@
 // create (R4 http.html#create) and conditional create (If-None-Exist).
 import type { Resource } from '@medplum/fhirtypes';
+import { assertVisible, assertWritable } from '../authorize.ts';
 import type { BinaryPayload } from '../repository.ts';
 import { multipleMatches } from '../outcome.ts';
 import type { FhirContext, FhirRequest, FhirResponse } from '../request.ts';
@@ -21,6 +22,7 @@ export async function createInteraction(ctx: FhirContext, req: FhirRequest, type
   // The server assigns the id on create (R4: any id in the body is ignored).
   const { id: _ignored, ...withoutId } = resource;
   const toCreate = withoutId as Resource;
+  await assertWritable(ctx, toCreate);
 
   if (req.headers.ifNoneExist) {
     const criteria = parseCriteria(req.headers.ifNoneExist);
@@ -31,6 +33,7 @@ export async function createInteraction(ctx: FhirContext, req: FhirRequest, type
       }
       if (matches.length === 1) {
         const m = matches[0];
+        await assertVisible(ctx, JSON.parse(m.json));
         return {
           status: 200,
           body: { json: m.json },

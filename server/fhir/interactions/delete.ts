@@ -2,9 +2,11 @@
 import { informational, multipleMatches } from '../outcome.ts';
 import type { FhirContext, FhirRequest, FhirResponse } from '../request.ts';
 import { criteriaOf, lockAndMatch } from './conditional.ts';
-import { ifMatchVersion } from './update.ts';
+import { assertVisible } from '../authorize.ts';
+import { assertMayReplace, ifMatchVersion } from './update.ts';
 
 export async function deleteInteraction(ctx: FhirContext, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
+  await assertMayReplace(ctx, type, id);
   const version = await ctx.repo.delete(type, id, { ifMatch: ifMatchVersion(req) });
   return deletedResponse(version, `${type}/${id}`);
 }
@@ -17,6 +19,7 @@ export async function conditionalDeleteInteraction(ctx: FhirContext, req: FhirRe
       throw multipleMatches(`The criteria matched ${matches.length}+ ${type} resources; a conditional delete deletes at most one`);
     }
     if (matches.length === 0) return { status: 200, body: informational(`No ${type} matched the criteria; nothing was deleted`), isOutcome: true };
+    await assertVisible(ctx, JSON.parse(matches[0].json));
     const version = await repo.delete(type, matches[0].id);
     return deletedResponse(version, `${type}/${matches[0].id}`);
   });

@@ -2,7 +2,8 @@
 // _at (versions current at a time) and _count, paged by links that stay valid while new
 // versions arrive (each page link pins the newest instant it may show, so offsets never shift).
 import { instantSql } from '../../db/pool.ts';
-import { badRequest } from '../outcome.ts';
+import { assertVisible } from '../authorize.ts';
+import { badRequest, forbidden } from '../outcome.ts';
 import { dateRange } from '../search/dates.ts';
 import { queryValue, type FhirContext, type FhirRequest, type FhirResponse } from '../request.ts';
 
@@ -40,8 +41,14 @@ export async function historyInteraction(ctx: FhirContext, req: FhirRequest, typ
   if (at) add('last_updated <= ?', at);
   const filter = where.join(' AND ');
 
-  // Confirm the instance exists (history of an unknown id is a 404).
-  if (type && id) await ctx.repo.readVersion(type, id);
+  // Confirm the instance exists (history of an unknown id is a 404) and may be seen.
+  if (type && id) {
+    const current = await ctx.repo.readVersion(type, id);
+    if (ctx.restriction) {
+      if (!current.json) throw forbidden(`The history of deleted ${type}/${id} is not available to a restricted token`);
+      await assertVisible(ctx, JSON.parse(current.json));
+    }
+  }
 
   const [page, total] = await Promise.all([
     ctx.repo.db.query<HistoryRow>(

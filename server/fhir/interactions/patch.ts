@@ -4,6 +4,7 @@
 import { fhirpathPatchTypedValue, OperationOutcomeError, parseFhirPathPatchParameters, toTypedValue } from '@medplum/core';
 import type { Parameters, Resource } from '@medplum/fhirtypes';
 import jsonpatch from 'fast-json-patch';
+import { assertVisible, assertWritable } from '../authorize.ts';
 import type { Repository } from '../repository.ts';
 import { badRequest, multipleMatches, notFound, unprocessable } from '../outcome.ts';
 import type { FhirContext, FhirRequest, FhirResponse } from '../request.ts';
@@ -49,8 +50,10 @@ export function applyPatchBody(resource: Resource, req: FhirRequest): Resource {
 
 async function patchOne(repo: Repository, ctx: FhirContext, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
   const current = await repo.readResource(type, id);
+  await assertVisible(ctx, current);
   const ifMatch = ifMatchVersion(req);
   const patched = applyPatchBody(current, req);
+  await assertWritable(ctx, patched);
   if (patched.resourceType !== type || patched.id !== id) {
     throw badRequest('A patch may not change resourceType or id');
   }

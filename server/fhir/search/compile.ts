@@ -5,6 +5,7 @@
 import { getSearchParameters } from '@medplum/core';
 import type { SearchParameter } from '@medplum/fhirtypes';
 import { isResourceType } from '../definitions.ts';
+import { expandValueSet, subsumption } from '../terminology.ts';
 import { IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, isServedParam, parseReference } from './index-rows.ts';
 import { normalizeString } from './normalize.ts';
 import {
@@ -25,6 +26,10 @@ export class SqlBuilder {
   bind(v: unknown): string {
     this.values.push(v);
     return `$${this.values.length}`;
+  }
+  /** Drops the values bound after the first n (their SQL was discarded). */
+  truncate(n: number): void {
+    this.values.length = n;
   }
   alias(prefix: string): string {
     return `${prefix}${++this.n}`;
@@ -66,11 +71,30 @@ export interface Near {
 
 const MAX_CHAIN_DEPTH = 4;
 
+/** The alias of the searched resource table in the top-level query (search.ts). */
+export const TOP_ALIAS = 'a';
+
+/**
+ * A top-level condition "EXISTS an index row of a.id with ..." can instead be the source of the
+ * candidate ids (see search.ts). When several can, the likeliest to be selective is used:
+ * references (one patient's observations) and chains before tokens (a code, an identifier) before strings,
+ * composites, numbers and quantities, and dates (ranges) last.
+ */
+const DRIVER_RANK: Record<string, number> = { reference: 1, geo: 2, chain: 2, token: 3, uri: 3, composite: 4, string: 5, number: 6, quantity: 6, date: 7 };
+
+export interface Driver {
+  rank: number;
+  /** SELECT ... AS id FROM idx_* ...: the ids of the (live) resources the condition holds for. */
+  sql: string;
+}
+
 export class Compiler {
   readonly sql: SqlBuilder;
   readonly fhirBase: string;
   /** Set when the request has a Location near filter (used for the default distance order). */
   near?: Near;
+  /** Top-level index conditions that can be a source of ids instead (keyed by the condition). */
+  readonly drivers = new Map<string, Driver>();
 
   constructor(sql: SqlBuilder, fhirBase: string) {
     this.sql = sql;
@@ -144,7 +168,16 @@ export class Compiler {
   private exists(tbl: string, type: string, alias: string, code: string, cond: (x: string) => string): string {
     const x = this.sql.alias('x');
     const c = cond(x);
-    return `EXISTS (SELECT 1 FROM idx_${tbl} ${x} WHERE ${x}.resource_type = ${this.sql.bind(type)} AND ${x}.resource_id = ${alias}.id AND ${x}.param = ${this.sql.bind(code)} AND ${c})`;
+    const rt = this.sql.bind(type);
+    const param = this.sql.bind(code);
+    const condition = `EXISTS (SELECT 1 FROM idx_${tbl} ${x} WHERE ${x}.resource_type = ${rt} AND ${x}.resource_id = ${alias}.id AND ${x}.param = ${param} AND ${c})`;
+    if (alias === TOP_ALIAS) {
+      this.drivers.set(condition, {
+        rank: DRIVER_RANK[tbl] ?? 9,
+        sql: `SELECT ${x}.resource_id AS id FROM idx_${tbl} ${x} WHERE ${x}.resource_type = ${rt} AND ${x}.param = ${param} AND ${c}`,
+      });
+    }
+    return condition;
   }
 
   private missing(type: string, alias: string, name: string, sp: SearchParameter, value: string): string {
@@ -185,8 +218,10 @@ export class Compiler {
     const r = parseDate(name, rest);
     const b = (v: string) => `${this.sql.bind(v)}::timestamptz`;
     switch (prefix) {
+      // eq, ge and le also carry a redundant bound on one column (low <= high always), so the
+      // index on (resource_type, param, low | high) gives a range scan instead of a filter.
       case 'eq':
-        return `(${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)})`;
+        return `(${low} >= ${b(r.low)} AND ${low} <= ${b(r.high)} AND ${high} <= ${b(r.high)})`;
       case 'ne':
         return `NOT (${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)})`;
       case 'gt':
@@ -194,9 +229,9 @@ export class Compiler {
       case 'lt':
         return `${low} < ${b(r.low)}`;
       case 'ge':
-        return `(${high} > ${b(r.high)} OR (${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)}))`;
+        return `(${high} >= ${b(r.low)} AND (${high} > ${b(r.high)} OR (${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)})))`;
       case 'le':
-        return `(${low} < ${b(r.low)} OR (${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)}))`;
+        return `(${low} <= ${b(r.high)} AND (${low} < ${b(r.low)} OR (${low} >= ${b(r.low)} AND ${high} <= ${b(r.high)})))`;
       case 'sa':
         return `${low} > ${b(r.high)}`;
       case 'eb':
@@ -287,13 +322,47 @@ export class Compiler {
           return `(${x}.system = ${this.sql.bind(system)} AND ${x}.code = ${this.sql.bind(`${tcode}|${val}`)})`;
         }));
       case 'in':
+        return this.exists('token', type, alias, code, this.orValues(name, value, (v, x) => this.inValueSet(name, v, x)));
       case 'not-in':
+        return `NOT ${this.exists('token', type, alias, code, this.orValues(name, value, (v, x) => this.inValueSet(name, v, x)))}`;
       case 'above':
       case 'below':
-        throw new ParamError(name, `Modifier ":${modifier}" needs terminology services, which this server does not have yet`);
+        return this.exists('token', type, alias, code, this.orValues(name, value, (v, x) => this.subsumes(name, modifier, v, x)));
       default:
         throw new ParamError(name, `Modifier ":${modifier}" is not supported on token parameter ${code}`);
     }
+  }
+
+  /**
+   * :in / :not-in: a token in the value set (expanded from the bundled definitions). A code
+   * without a system matches a code of any system of the expansion.
+   */
+  private inValueSet(name: string, raw: string, x: string): string {
+    const url = unescapeValue(raw);
+    const expansion = expandValueSet(url);
+    if (!expansion) {
+      throw new ParamError(name, `The value set ${url} cannot be expanded from the bundled definitions (unknown, or drawn from a code system this server does not hold)`);
+    }
+    const conds: string[] = [];
+    const all = new Set<string>();
+    for (const [system, codes] of expansion) {
+      if (!codes.size) continue;
+      conds.push(`(${x}.system = ${this.sql.bind(system)} AND ${x}.code = ANY(${this.sql.bind([...codes])}::text[]))`);
+      for (const c of codes) all.add(c);
+    }
+    if (!all.size) return 'false';
+    conds.push(`(${x}.system IS NULL AND ${x}.code = ANY(${this.sql.bind([...all])}::text[]))`);
+    return `(${conds.join(' OR ')})`;
+  }
+
+  /** :below / :above system|code: the code and its descendants / ancestors in a bundled code system. */
+  private subsumes(name: string, modifier: 'above' | 'below', raw: string, x: string): string {
+    const parts = splitPipe(raw, 2).map(unescapeValue);
+    if (parts.length !== 2 || !parts[0] || !parts[1]) throw new ParamError(name, `:${modifier} takes system|code`);
+    const [system, code] = parts;
+    const codes = subsumption(system, code, modifier);
+    if (!codes) throw new ParamError(name, `:${modifier} needs the hierarchy of ${system}, which is not among the code systems this server holds`);
+    return `(${x}.system = ${this.sql.bind(system)} AND ${x}.code = ANY(${this.sql.bind([...codes])}::text[]))`;
   }
 
   private tokenOr(name: string, value: string): (x: string) => string {
@@ -413,9 +482,21 @@ export class Compiler {
     const perTarget = usable.map((t) => {
       const a = this.sql.alias('t');
       const cond = this.param(t, a, rest, value, depth + 1);
+      const byId = onIdOnly(cond, a, `${r}.target_id`);
+      if (byId) return `(${r}.target_type = ${this.sql.bind(t)} AND ${byId})`;
       return `(${r}.target_type = ${this.sql.bind(t)} AND EXISTS (SELECT 1 FROM ${table(t)} ${a} WHERE ${a}.id = ${r}.target_id AND NOT ${a}.deleted AND ${cond}))`;
     });
-    return `EXISTS (SELECT 1 FROM idx_reference ${r} WHERE ${r}.resource_type = ${this.sql.bind(type)} AND ${r}.resource_id = ${alias}.id AND ${r}.param = ${this.sql.bind(code)} AND ${perTarget.length === 1 ? perTarget[0] : `(${perTarget.join(' OR ')})`})`;
+    const rt = this.sql.bind(type);
+    const param = this.sql.bind(code);
+    const targetCond = perTarget.length === 1 ? perTarget[0] : `(${perTarget.join(' OR ')})`;
+    const condition = `EXISTS (SELECT 1 FROM idx_reference ${r} WHERE ${r}.resource_type = ${rt} AND ${r}.resource_id = ${alias}.id AND ${r}.param = ${param} AND ${targetCond})`;
+    if (alias === TOP_ALIAS) {
+      this.drivers.set(condition, {
+        rank: DRIVER_RANK.chain,
+        sql: `SELECT ${r}.resource_id AS id FROM idx_reference ${r} WHERE ${r}.resource_type = ${rt} AND ${r}.param = ${param} AND ${targetCond}`,
+      });
+    }
+    return condition;
   }
 
   /** _has:Observation:patient:code=x -> some Observation whose patient is this resource has code x. */
@@ -431,6 +512,10 @@ export class Compiler {
     const r = this.sql.alias('r');
     const a = this.sql.alias('h');
     const cond = this.param(srcType, a, rest, value, depth + 1);
+    const byId = onIdOnly(cond, a, `${r}.resource_id`);
+    if (byId) {
+      return `EXISTS (SELECT 1 FROM idx_reference ${r} WHERE ${r}.resource_type = ${this.sql.bind(srcType)} AND ${r}.param = ${this.sql.bind(refCode)} AND ${r}.target_type = ${this.sql.bind(type)} AND ${r}.target_id = ${alias}.id AND ${byId})`;
+    }
     return `EXISTS (SELECT 1 FROM idx_reference ${r} JOIN ${table(srcType)} ${a} ON ${a}.id = ${r}.resource_id AND NOT ${a}.deleted WHERE ${r}.resource_type = ${this.sql.bind(srcType)} AND ${r}.param = ${this.sql.bind(refCode)} AND ${r}.target_type = ${this.sql.bind(type)} AND ${r}.target_id = ${alias}.id AND ${cond})`;
   }
 
@@ -505,8 +590,26 @@ export class Compiler {
     const cosLat = Math.cos((n.lat * Math.PI) / 180);
     const dLng = cosLat < 1e-6 ? 180 : Math.min(180, n.distance / (111.32 * cosLat));
     const f = (v: number) => `${this.sql.bind(v)}::float8`;
-    return `EXISTS (SELECT 1 FROM idx_geo ${g} WHERE ${g}.resource_type = 'Location' AND ${g}.param = 'near' AND ${g}.resource_id = ${alias}.id AND ${g}.lat BETWEEN ${f(n.lat - dLat)} AND ${f(n.lat + dLat)} AND ${g}.lng BETWEEN ${f(n.lng - dLng)} AND ${f(n.lng + dLng)} AND ${this.distanceSql(n, `${g}.lat`, `${g}.lng`)} <= ${f(n.distance)})`;
+    // The bounding box (latitude range on the index, longitude checked from the same index
+    // entries) prefilters before the exact great-circle distance.
+    const box = `${g}.lat BETWEEN ${f(n.lat - dLat)} AND ${f(n.lat + dLat)} AND ${g}.lng BETWEEN ${f(n.lng - dLng)} AND ${f(n.lng + dLng)} AND ${this.distanceSql(n, `${g}.lat`, `${g}.lng`)} <= ${f(n.distance)}`;
+    const condition = `EXISTS (SELECT 1 FROM idx_geo ${g} WHERE ${g}.resource_type = 'Location' AND ${g}.param = 'near' AND ${g}.resource_id = ${alias}.id AND ${box})`;
+    if (alias === TOP_ALIAS) {
+      this.drivers.set(condition, { rank: DRIVER_RANK.geo, sql: `SELECT ${g}.resource_id AS id FROM idx_geo ${g} WHERE ${g}.resource_type = 'Location' AND ${g}.param = 'near' AND ${box}` });
+    }
+    return condition;
   }
+}
+
+/**
+ * A chained / _has condition about the resource `alias` that only asks for index rows of its id
+ * (a positive EXISTS over idx_*, which exist only for live resources of that type), rewritten
+ * on the id column `idSql` so the resource table need not be visited; undefined otherwise
+ * (negations and :missing=true must see that the resource exists and is not deleted).
+ */
+function onIdOnly(cond: string, alias: string, idSql: string): string | undefined {
+  if (!cond.startsWith('EXISTS (') || new RegExp(`\\b${alias}\\.(?!id\\b)`).test(cond)) return undefined;
+  return cond.replace(new RegExp(`\\b${alias}\\.id\\b`, 'g'), idSql);
 }
 
 export function toKm(name: string, d: number, unit: string): number {

@@ -15,9 +15,11 @@ import type { OperationOutcomeIssue, SearchParameter } from '@medplum/fhirtypes'
 import type { Queryable } from '../../db/pool.ts';
 import { instantSql } from '../../db/pool.ts';
 import { isResourceType, loadDefinitions } from '../definitions.ts';
-import { badRequest } from '../outcome.ts';
+import { badRequest, forbidden } from '../outcome.ts';
 import { isServedParam } from './index-rows.ts';
-import { Compiler, RESULT_PARAMS, SqlBuilder, paramDef, table, toKm, type Near } from './compile.ts';
+import { Compiler, RESULT_PARAMS, SqlBuilder, paramDef, table, toKm, type Driver, type Near } from './compile.ts';
+import type { Restriction } from '../../auth/access.ts';
+import { patientCompartmentParams } from '../compartment.ts';
 import { subsetJson as subset, type SummaryMode as Summary } from '../elements.ts';
 import { ParamError, splitPipe } from './values.ts';
 
@@ -28,6 +30,12 @@ export interface SearchOptions {
   maxCount: number;
   /** Prefer: handling=strict -> unknown/malformed parameters are a 400. */
   strict: boolean;
+  /**
+   * The caller's access rules per resource type (server/auth/access.ts): undefined = may not
+   * read that type at all (its resources are left out of includes); a Restriction = conditions
+   * compiled into the SQL. Absent for the server's own trusted searches.
+   */
+  access?: (type: string) => Restriction | undefined;
 }
 
 export interface SearchRequest {
@@ -48,6 +56,8 @@ type KeyCast = 'text' | 'timestamptz' | 'numeric' | 'float8';
 
 interface SortKey {
   desc: boolean;
+  /** The key reads a column of the resource row (not just its id). */
+  usesRow?: boolean;
   cast: KeyCast;
   /** SQL of the key for a row of `type` reached through alias a. */
   sql: (type: string, alias: string) => string;
@@ -67,11 +77,14 @@ interface Parsed {
   filters: Map<string, string[]>;
   sort: SortKey[];
   count: number;
-  total: 'none' | 'estimate' | 'accurate';
+  /** auto: no _total given (see search()). */
+  total: 'none' | 'estimate' | 'accurate' | 'auto';
   summary?: Summary;
   elements?: string[];
   includes: IncludeSpec[];
   cursor?: Cursor;
+  /** The values the filters bound (they come first). */
+  filterValues: unknown[];
   warnings: OperationOutcomeIssue[];
 }
 
@@ -97,7 +110,7 @@ function sortKeyFor(c: Compiler, types: string[], raw: string): SortKey {
   const desc = raw.startsWith('-');
   const code = desc ? raw.slice(1) : raw;
   if (code === '_id') return { desc, cast: 'text', sql: (_t, a) => `${a}.id` };
-  if (code === '_lastUpdated') return { desc, cast: 'timestamptz', sql: (_t, a) => `${a}.last_updated` };
+  if (code === '_lastUpdated') return { desc, usesRow: true, cast: 'timestamptz', sql: (_t, a) => `${a}.last_updated` };
   const defs = types.map((t) => paramDef(t, code));
   const kind = defs[0]?.type;
   if (!kind || defs.some((d) => d?.type !== kind)) throw new ParamError('_sort', `Cannot sort ${types.join(',')} by "${code}"`);
@@ -186,8 +199,9 @@ function parseRequest(c: Compiler, request: SearchRequest, options: SearchOption
     filters: new Map(types.map((t) => [t, []])),
     sort: [],
     count: options.defaultCount,
-    total: 'accurate',
+    total: 'auto',
     includes: [],
+    filterValues: [],
     warnings,
   };
   const nd = request.params.find(([k]) => k === 'near-distance');
@@ -204,6 +218,9 @@ function parseRequest(c: Compiler, request: SearchRequest, options: SearchOption
   let sortRaw: string | undefined;
   for (const [name, value] of request.params) {
     const base = name.split(':')[0];
+    // A parameter that fails half-way may have bound values already: they go with it (an
+    // unreferenced bind parameter is an error in PostgreSQL).
+    const bound = c.sql.values.length;
     try {
       if (name === 'near-distance') continue;
       if (RESULT_PARAMS.has(base)) {
@@ -241,11 +258,25 @@ function parseRequest(c: Compiler, request: SearchRequest, options: SearchOption
         continue;
       }
       if (UNSUPPORTED.has(base)) throw new ParamError(name, `${base} is not supported`);
-      for (const t of types) parsed.filters.get(t)!.push(c.param(t, 'a', name, value));
+      const conds = types.map((t) => c.param(t, 'a', name, value));
+      types.forEach((t, i) => parsed.filters.get(t)!.push(conds[i]));
     } catch (e) {
+      c.sql.truncate(bound);
       fail(strict, warnings, e);
     }
   }
+  if (options.access) {
+    // The caller's restriction is one more set of filters, compiled like any parameter (strict:
+    // a restriction that cannot be compiled refuses the search rather than widening it).
+    for (const t of types) {
+      const r = options.access(t);
+      if (!r) throw forbidden(`The token may not search ${t}`);
+      for (const [name, value] of r.params) parsed.filters.get(t)!.push(c.param(t, 'a', name, value));
+      const cond = restrictionSql(c.sql, t, 'a', r);
+      if (cond) parsed.filters.get(t)!.push(cond);
+    }
+  }
+  parsed.filterValues = c.sql.values.slice();
   if (sortRaw !== undefined) {
     try {
       parsed.sort = sortRaw.split(',').filter(Boolean).map((s) => sortKeyFor(c, types, s.trim()));
@@ -262,6 +293,30 @@ function parseRequest(c: Compiler, request: SearchRequest, options: SearchOption
 
 function whereOf(filters: string[]): string {
   return ['NOT a.deleted', ...filters].join(' AND ');
+}
+
+/**
+ * FROM and WHERE of the rows of one type matching the filters (alias a).
+ *
+ * Index rows exist only for live resources (a delete removes them, reindex skips deleted
+ * rows), so when one filter is "EXISTS an index row of a.id with ..." that index scan can be
+ * the source of the candidate ids itself: no visit of the resource table per candidate (which
+ * costs more than everything else in a search over tens of thousands of candidates), the other
+ * filters probing indexes by id. Not when something needs the row (_lastUpdated).
+ */
+function sourceOf(c: Compiler, p: Parsed, t: string): { from: string; where: string } {
+  const filters = p.filters.get(t)!;
+  const needsRow = p.sort.some((k) => k.usesRow) || filters.some((f) => /\ba\.(?!id\b)/.test(f));
+  let best: { index: number; driver: Driver } | undefined;
+  if (!needsRow) {
+    filters.forEach((f, index) => {
+      const driver = c.drivers.get(f);
+      if (driver && (!best || driver.rank < best.driver.rank)) best = { index, driver };
+    });
+  }
+  if (!best) return { from: `${table(t)} a`, where: whereOf(filters) };
+  const rest = filters.filter((_, i) => i !== best!.index);
+  return { from: `(SELECT DISTINCT d.id FROM (${best.driver.sql}) d) a`, where: rest.length ? rest.join(' AND ') : 'true' };
 }
 
 /** Keyset condition: the row comes strictly after (or before) the cursor row in the sort order. */
@@ -312,11 +367,24 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   const c = new Compiler(sql, options.fhirBase);
   const p = parseRequest(c, request, options, false);
   const multi = p.types.length > 1;
+  // A count costs time proportional to the number of matches (every match is visited, however
+  // good the indexes): counting 100,000 matches takes tens of milliseconds whatever we do, and
+  // even 1,000 cost more than the page itself. So Bundle.total is given
+  //  - without _total: only when it comes free, i.e. the whole result fits on the first page
+  //    (otherwise it is left out, which R4 allows; ask for _total=accurate);
+  //  - _total=estimate: counted up to TOTAL_CAP, beyond that the planner's row estimate;
+  //  - _total=accurate and _summary=count: always counted in full.
   const countOnly = p.summary === 'count' || p.count === 0;
-  const wantTotal = countOnly || p.total !== 'none';
-
+  const countInSql = countOnly || p.total === 'accurate' || p.total === 'estimate';
+  const cap = p.total === 'estimate' ? TOTAL_CAP : undefined;
+  const sources = new Map(p.types.map((t) => [t, sourceOf(c, p, t)]));
   const countSql = p.types
-    .map((t) => `(SELECT count(*) FROM ${table(t)} a WHERE ${whereOf(p.filters.get(t)!)})`)
+    .map((t) => {
+      const { from, where } = sources.get(t)!;
+      return cap === undefined
+        ? `(SELECT count(*) FROM ${from} WHERE ${where})`
+        : `(SELECT count(*) FROM (SELECT 1 FROM ${from} WHERE ${where} LIMIT ${cap + 1}) c)`;
+    })
     .join(' + ');
 
   let rows: PageRow[] = [];
@@ -326,28 +394,38 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   if (countOnly) {
     const res = await db.query<{ total: string }>(`SELECT ${countSql} AS total`, sql.values);
     total = Number(res.rows[0].total);
+    if (cap !== undefined && total > cap) total = await estimateTotal(db, p, total);
   } else {
     const reverse = p.cursor?.d === 'p';
     const inner = p.types
       .map((t) => {
         const keys = p.sort.map((k, i) => `, ${k.sql(t, 'a')} AS k${i}`).join('');
-        return `SELECT '${t}'::text AS rt, a.id${keys} FROM ${table(t)} a WHERE ${whereOf(p.filters.get(t)!)}`;
+        const { from, where } = sources.get(t)!;
+        return `SELECT '${t}'::text AS rt, a.id${keys} FROM ${from} WHERE ${where}`;
       })
       .join(' UNION ALL ');
+    // _total=accurate: the matches are found once (materialized), then counted and paged,
+    // rather than searched twice.
+    const shared = countInSql && cap === undefined;
     const keyset = p.cursor ? `WHERE ${keysetCond(sql, p.sort, p.cursor, multi)}` : '';
     const limit = sql.bind(p.count + 1);
-    const page = `SELECT s.*, row_number() OVER () AS ord FROM (SELECT s.* FROM (${inner}) s ${keyset} ORDER BY ${orderBy('s.', p.sort, reverse, multi)} LIMIT ${limit}) s`;
+    const page = `SELECT s.*, row_number() OVER () AS ord FROM (SELECT s.* FROM ${shared ? 'm' : `(${inner})`} s ${keyset} ORDER BY ${orderBy('s.', p.sort, reverse, multi)} LIMIT ${limit}) s`;
     const joins = p.types.map((t, i) => `LEFT JOIN ${table(t)} t${i} ON p.rt = '${t}' AND t${i}.id = p.id`).join(' ');
     const content = p.types.length === 1 ? 't0.content' : `COALESCE(${p.types.map((_, i) => `t${i}.content`).join(', ')})`;
     const fetch = `SELECT p.*, ${content}::text AS json FROM (${page}) p ${joins}`;
-    const text = wantTotal
-      ? `SELECT q.*, cnt.total FROM (SELECT ${countSql} AS total) cnt LEFT JOIN (${fetch}) q ON true ORDER BY q.ord`
-      : `SELECT q.*, NULL AS total FROM (${fetch}) q ORDER BY q.ord`;
+    const text = shared
+      ? `WITH m AS MATERIALIZED (${inner}) SELECT q.*, cnt.total FROM (SELECT count(*) AS total FROM m) cnt LEFT JOIN (${fetch}) q ON true ORDER BY q.ord`
+      : countInSql
+        ? `SELECT q.*, cnt.total FROM (SELECT ${countSql} AS total) cnt LEFT JOIN (${fetch}) q ON true ORDER BY q.ord`
+        : `SELECT q.*, NULL AS total FROM (${fetch}) q ORDER BY q.ord`;
     const res = await db.query<PageRow>(text, sql.values);
     rows = res.rows.filter((r) => r.id !== null);
-    if (wantTotal) total = Number(res.rows[0]?.total ?? 0);
+    if (countInSql) total = Number(res.rows[0]?.total ?? 0);
+    if (total !== undefined && cap !== undefined && total > cap) total = await estimateTotal(db, p, total);
     const more = rows.length > p.count;
     if (more) rows = rows.slice(0, p.count);
+    // The whole result on the first page: its size is the total, at no cost.
+    if (total === undefined && p.total === 'auto' && !p.cursor && !more) total = rows.length;
     if (reverse) {
       rows.reverse();
       hasMoreBackward = more;
@@ -361,7 +439,7 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   // Includes: one more statement.
   let included: { rt: string; id: string; json: string }[] = [];
   if (rows.length && p.includes.length) {
-    included = await fetchIncludes(db, rows, p.includes);
+    included = await fetchIncludes(db, rows, p.includes, options.access);
   }
 
   // Links
@@ -402,11 +480,34 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   return out + '}';
 }
 
+/** _total=estimate counts matches up to this many, then asks the planner (see search()). */
+export const TOTAL_CAP = 1000;
+
+/**
+ * _total=estimate beyond TOTAL_CAP: the planner's row estimate of the filtered rows (at least
+ * what was counted). Only the filters' values are bound ($1..$n, bound before anything else).
+ */
+async function estimateTotal(db: Queryable, p: Parsed, atLeast: number): Promise<number> {
+  // With several types each one's filters use their own values; the lower bound must do.
+  if (p.types.length !== 1) return atLeast;
+  const t = p.types[0];
+  const res = await db.query<{ 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] }>(
+    `EXPLAIN (FORMAT JSON) SELECT 1 FROM ${table(t)} a WHERE ${whereOf(p.filters.get(t)!)}`,
+    p.filterValues,
+  );
+  return Math.max(atLeast, Math.round(res.rows[0]['QUERY PLAN'][0].Plan['Plan Rows']));
+}
+
 const MAX_INCLUDE_DEPTH = 4;
 const MAX_INCLUDED = 5000;
 
 /** _include / _revinclude (with :iterate) for a page, as one recursive SQL statement. */
-async function fetchIncludes(db: Queryable, page: PageRow[], specs: IncludeSpec[]): Promise<{ rt: string; id: string; json: string }[]> {
+async function fetchIncludes(
+  db: Queryable,
+  page: PageRow[],
+  specs: IncludeSpec[],
+  access?: (type: string) => Restriction | undefined,
+): Promise<{ rt: string; id: string; json: string }[]> {
   const sql = new SqlBuilder();
   const fwdCond = (list: IncludeSpec[]) =>
     list
@@ -461,13 +562,56 @@ async function fetchIncludes(db: Queryable, page: PageRow[], specs: IncludeSpec[
       for (const sp of params) for (const t of sp?.target ?? []) if (isResourceType(t)) candidates.add(t);
     }
   }
-  const selects = [...candidates].map(
-    (t) => `SELECT '${t}'::text AS rt, t.id, t.content::text AS json FROM ${table(t)} t WHERE t.id IN (SELECT d.id FROM found d WHERE d.rt = '${t}') AND NOT t.deleted`,
-  );
+  const selects: string[] = [];
+  for (const t of candidates) {
+    let extra = '';
+    if (access) {
+      // Included resources obey the caller's access rules too: a type it may not read is left
+      // out, and one with search-parameter restrictions as well (they are not compiled here).
+      const r = access(t);
+      if (!r || r.params.length) continue;
+      const cond = restrictionSql(sql, t, 't', r);
+      if (cond) extra = ` AND ${cond}`;
+    }
+    selects.push(
+      `SELECT '${t}'::text AS rt, t.id, t.content::text AS json FROM ${table(t)} t WHERE t.id IN (SELECT d.id FROM found d WHERE d.rt = '${t}') AND NOT t.deleted${extra}`,
+    );
+  }
   if (!selects.length) return [];
   const text = `WITH RECURSIVE ${cte}, found AS (SELECT DISTINCT rt, id FROM inc LIMIT ${MAX_INCLUDED}) ${selects.join(' UNION ALL ')}`;
   const res = await db.query<{ rt: string; id: string; json: string }>(text, sql.values);
   return res.rows;
+}
+
+/**
+ * SQL for the compartment / organisation part of an access restriction on rows of `type`
+ * reached through `alias` (undefined when nothing applies). Resources outside the Patient
+ * compartment (reference data) are not limited by it.
+ */
+function restrictionSql(sql: SqlBuilder, type: string, alias: string, r: Restriction): string | undefined {
+  const conds: string[] = [];
+  const params = patientCompartmentParams(type);
+  // "the Patient ids this row belongs to", as a condition on a patient id expression
+  const viaPatients = (onPatient: (pid: string) => string): string =>
+    type === 'Patient'
+      ? onPatient(`${alias}.id`)
+      : `EXISTS (SELECT 1 FROM idx_reference cp WHERE cp.resource_type = ${sql.bind(type)} AND cp.resource_id = ${alias}.id
+          AND cp.param = ANY(${sql.bind(params)}::text[]) AND cp.target_type = 'Patient' AND ${onPatient('cp.target_id')})`;
+  if (type !== 'Patient' && !params) return undefined;
+  if (r.patientCompartment) conds.push(viaPatients((pid) => `${pid} = ${sql.bind(r.patientCompartment)}`));
+  if (r.organization) {
+    const org = sql.bind(r.organization.replace(/^Organization\//, ''));
+    conds.push(
+      viaPatients(
+        (pid) => `(EXISTS (SELECT 1 FROM idx_reference mo WHERE mo.resource_type = 'Patient' AND mo.resource_id = ${pid}
+            AND mo.param = 'organization' AND mo.target_type = 'Organization' AND mo.target_id = ${org})
+          OR EXISTS (SELECT 1 FROM idx_reference sr JOIN idx_reference so ON so.resource_type = 'ServiceRequest' AND so.resource_id = sr.resource_id
+            AND so.param IN ('performer', 'requester') AND so.target_type = 'Organization' AND so.target_id = ${org}
+            WHERE sr.resource_type = 'ServiceRequest' AND sr.param = 'subject' AND sr.target_type = 'Patient' AND sr.target_id = ${pid}))`,
+      ),
+    );
+  }
+  return conds.length ? conds.join(' AND ') : undefined;
 }
 
 /** The reference parameters of a type (for _include=Type:*). */
@@ -484,10 +628,16 @@ function referenceParams(type: string): SearchParameter[] {
  * patch). Unknown or malformed parameters are always an error here (a conditional write must not
  * silently match more than asked).
  */
-export async function findMatches(db: Queryable, resourceType: string, params: [string, string][], limit: number): Promise<Match[]> {
+export async function findMatches(
+  db: Queryable,
+  resourceType: string,
+  params: [string, string][],
+  limit: number,
+  access?: (type: string) => Restriction | undefined,
+): Promise<Match[]> {
   const sql = new SqlBuilder();
   const c = new Compiler(sql, '');
-  const p = parseRequest(c, { resourceType, params }, { fhirBase: '', defaultCount: limit, maxCount: limit, strict: true }, true);
+  const p = parseRequest(c, { resourceType, params }, { fhirBase: '', defaultCount: limit, maxCount: limit, strict: true, access }, true);
   const filters = p.filters.get(resourceType)!;
   if (filters.length === 0) throw badRequest('A conditional request needs at least one search parameter');
   const text = `SELECT a.id, a.version, ${instantSql('a.last_updated')} AS last_updated, a.content::text AS json FROM ${table(resourceType)} a WHERE ${whereOf(filters)} ORDER BY a.id LIMIT ${sql.bind(limit)}`;

@@ -297,7 +297,7 @@ describe('ordering and paging', () => {
 
   it('walks next links, then previous links, and stays correct while data changes', async () => {
     const seen: string[] = [];
-    let b = await run(t.db, 'Observation?_sort=date&_count=2');
+    let b = await run(t.db, 'Observation?_sort=date&_count=2&_total=accurate');
     expect(b.total).toBe(6);
     expect(b.link?.find((l) => l.relation === 'previous')).toBeUndefined();
     const pages: string[][] = [];
@@ -431,7 +431,19 @@ describe('findMatches and deletes', () => {
     expect(ids(await run(t.db, 'Observation?subject:missing=false&subject._id=gone'))).toEqual([]);
     expect(ids(await run(t.db, 'Observation?_id=og&_include=Observation:subject'), 'include')).toEqual([]);
     expect(await findMatches(t.db, 'Patient', [['_id', 'gone']], 2)).toEqual([]);
+    // chains read the target's index rows (gone with the delete) or, for negations, its row
+    expect(ids(await run(t.db, 'Observation?subject.name=smithers'))).toEqual([]);
+    expect(ids(await run(t.db, 'Observation?_id=og&subject:Patient.gender:not=male'))).toEqual([]);
+    expect(ids(await run(t.db, 'Observation?_id=og&subject:Patient.gender:missing=true'))).toEqual([]);
     await t.repo.delete('Observation', 'og');
+    // _has never counts a deleted source resource
+    await t.repo.update({ resourceType: 'Patient', id: 'alive', name: [{ family: 'Alive' }] } as Resource);
+    await t.repo.update({ resourceType: 'Observation', id: 'og2', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/alive' } } as Resource);
+    expect(ids(await run(t.db, 'Patient?_id=alive&_has:Observation:subject:status=final'))).toEqual(['alive']);
+    await t.repo.delete('Observation', 'og2');
+    expect(ids(await run(t.db, 'Patient?_id=alive&_has:Observation:subject:status=final'))).toEqual([]);
+    expect(ids(await run(t.db, 'Patient?name=alive&_has:Observation:subject:status=final'))).toEqual([]);
+    await t.repo.delete('Patient', 'alive');
   });
 });
 

@@ -1,14 +1,12 @@
 // Shared setup for the search tests: a fresh PostgreSQL database per test file (migrated), a
 // Repository to write with, and a small query helper.
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { migrate } from '../../../server/db/migrate.ts';
 import { createDb, type Db } from '../../../server/db/pool.ts';
 import { loadDefinitions } from '../../../server/fhir/definitions.ts';
 import { Repository } from '../../../server/fhir/repository.ts';
 import { search, type SearchOptions } from '../../../server/fhir/search/search.ts';
+import { createTestDatabase } from '../../support/db.ts';
 
-const ADMIN = process.env.TEST_PG_ADMIN ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const FHIR_BASE = 'http://test.local/fhir';
 
 export interface TestDb {
@@ -17,26 +15,19 @@ export interface TestDb {
   drop(): Promise<void>;
 }
 
+/** A fresh migrated database (on DATABASE_URL's server, or an in-memory PGlite without it). */
 export async function freshDb(): Promise<TestDb> {
   loadDefinitions();
-  const name = `wl_search_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: ADMIN });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = ADMIN.replace(/\/[^/]*$/, `/${name}`);
-  await migrate(url);
-  const db = createDb(url, 4);
+  const database = await createTestDatabase();
+  await migrate(database.connectionString);
+  const db = createDb(database.connectionString, database.embedded ? 1 : 4, { namedStatements: !database.embedded });
   const repo = new Repository(db, { baseUrl: FHIR_BASE }, db);
   return {
     db,
     repo,
     async drop() {
       await db.close();
-      const a = new pg.Client({ connectionString: ADMIN });
-      await a.connect();
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await a.end();
+      await database.drop();
     },
   };
 }

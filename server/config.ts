@@ -12,6 +12,8 @@ export interface Config {
   redisUrl?: string;
   dataDir: string;
   hl7Port: number;
+  /** Start the HL7 v2 MLLP listener (default on). */
+  hl7Enabled: boolean;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Largest accepted request body for FHIR JSON, in bytes. */
   maxJsonBytes: number;
@@ -24,6 +26,39 @@ export interface Config {
   defaultPageSize: number;
   /** Seed the demo hospital on start (default: on in embedded mode). */
   seedDemo: boolean;
+  /**
+   * Test-only: serve the FHIR API without tokens (the auth-overhead benchmark compares against
+   * it). Never set in a deployment; start-up logs a warning when it is.
+   */
+  authDisabled: boolean;
+  /** Trust X-Forwarded-For / -Proto from a reverse proxy (client IPs for rate limits and audit). */
+  trustProxy: boolean;
+  /** Sign-in and tokens (server/auth). */
+  auth: AuthConfig;
+}
+
+export interface AuthConfig {
+  /** OAuth/OpenID issuer; absent: the base URL (read at use: with PORT=0 it is known late). */
+  issuer?: string;
+  /** Access token lifetime, seconds. */
+  accessTokenTtl: number;
+  /** offline_access refresh token lifetime, days. */
+  refreshTokenDays: number;
+  /** A signed-in browser session ends after this many idle minutes. */
+  sessionIdleMinutes: number;
+  /** A private JWK (JSON) or PKCS#8 PEM to sign tokens with; absent: one generated and kept in the database. */
+  signingKey?: string;
+  /** Registered (or updated) at start as a confidential system client (client_secret_basic). */
+  bootstrapClientId?: string;
+  bootstrapClientSecret?: string;
+  /** Failed sign-ins in a row that lock an account, and for how long. */
+  maxFailedSignIns: number;
+  lockoutMinutes: number;
+  /** Requests per minute on the token endpoint per client, and on token + sign-in per IP. */
+  tokenRatePerClient: number;
+  rateLimitPerIp: number;
+  /** Sign-in form posts per minute per IP. */
+  signInRatePerIp: number;
 }
 
 export class ConfigError extends Error {}
@@ -83,6 +118,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
     dataDir: env.DATA_DIR?.trim() || './data',
     hl7Port: int(env, 'HL7_PORT', 2575, 0, 65535),
+    hl7Enabled: bool(env, 'HL7_ENABLED', true),
     logLevel,
     maxJsonBytes: int(env, 'MAX_JSON_BYTES', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxBinaryBytes: int(env, 'MAX_BINARY_BYTES', 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
@@ -90,5 +126,40 @@ export function loadConfig(env: Env = process.env): Config {
     maxPageSize: int(env, 'MAX_PAGE_SIZE', 1000, 1, 100000),
     defaultPageSize: int(env, 'DEFAULT_PAGE_SIZE', 20, 1, 100000),
     seedDemo: bool(env, 'SEED_DEMO', databaseUrl === undefined),
+    authDisabled: bool(env, 'AUTH_DISABLED', false),
+    trustProxy: bool(env, 'TRUST_PROXY', false),
+    auth: loadAuthConfig(env),
+  };
+}
+
+function loadAuthConfig(env: Env): AuthConfig {
+  const bootstrapClientId = env.BOOTSTRAP_CLIENT_ID?.trim() || undefined;
+  const bootstrapClientSecret = env.BOOTSTRAP_CLIENT_SECRET || undefined;
+  if (!!bootstrapClientId !== !!bootstrapClientSecret) {
+    throw new ConfigError('BOOTSTRAP_CLIENT_ID and BOOTSTRAP_CLIENT_SECRET must be set together');
+  }
+  if (bootstrapClientId && !/^[A-Za-z0-9\-_.:]{1,128}$/.test(bootstrapClientId)) {
+    throw new ConfigError('BOOTSTRAP_CLIENT_ID may use letters, digits and - _ . : (at most 128)');
+  }
+  if (bootstrapClientSecret && bootstrapClientSecret.length < 16) {
+    throw new ConfigError('BOOTSTRAP_CLIENT_SECRET must be at least 16 characters');
+  }
+  const signingKey = env.AUTH_SIGNING_KEY?.trim() || undefined;
+  if (signingKey && !signingKey.startsWith('{') && !signingKey.includes('-----BEGIN PRIVATE KEY-----')) {
+    throw new ConfigError('AUTH_SIGNING_KEY must be a private JWK (JSON) or a PKCS#8 PEM private key');
+  }
+  return {
+    issuer: url(env, 'AUTH_ISSUER', ['http:', 'https:'])?.replace(/\/+$/, ''),
+    accessTokenTtl: int(env, 'ACCESS_TOKEN_TTL', 3600, 60, 86400),
+    refreshTokenDays: int(env, 'REFRESH_TOKEN_DAYS', 30, 1, 3650),
+    sessionIdleMinutes: int(env, 'SESSION_IDLE_MINUTES', 15, 1, 1440),
+    signingKey,
+    bootstrapClientId,
+    bootstrapClientSecret,
+    maxFailedSignIns: int(env, 'SIGNIN_MAX_FAILURES', 5, 1, 100),
+    lockoutMinutes: int(env, 'SIGNIN_LOCKOUT_MINUTES', 15, 1, 10080),
+    tokenRatePerClient: int(env, 'RATE_LIMIT_TOKEN_PER_CLIENT', 300, 1, 1_000_000),
+    rateLimitPerIp: int(env, 'RATE_LIMIT_PER_IP', 600, 1, 1_000_000),
+    signInRatePerIp: int(env, 'RATE_LIMIT_SIGNIN_PER_IP', 30, 1, 1_000_000),
   };
 }

@@ -7,6 +7,10 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
 import { createDb, isPGlite, type Db } from './db/pool.ts';
 import { loadDefinitions } from './fhir/definitions.ts';
+import { AuditLog } from './audit/audit-log.ts';
+import { startAuth, type AuthServer, type DemoAccount } from './auth/index.ts';
+import { Repository } from './fhir/repository.ts';
+import { createHl7Router, startHl7 } from './hl7/index.ts';
 import { createApp } from './http/app.ts';
 import type { OutboxRelay } from './jobs/outbox-relay.ts';
 import type { JobQueue } from './jobs/queue.ts';
@@ -22,6 +26,12 @@ export interface RunningServer {
   jobs: JobQueue;
   /** Hands outbox events to listeners: outbox.onResourceEvent(listener). */
   outbox: OutboxRelay;
+  /** The SMART authorization server (tokens, users, clients). */
+  auth: AuthServer;
+  /** Demo accounts seeded at start (embedded default), empty otherwise. */
+  demo: DemoAccount[];
+  /** The MLLP port actually listened on (0 when HL7_ENABLED=false). */
+  hl7Port: number;
   stop(): Promise<void>;
 }
 
@@ -40,10 +50,28 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   // named statements (they would collide across reconnects).
   const single = embedded !== undefined || (await isPGlite(connectionString));
   const db = createDb(connectionString, single ? 1 : config.dbPoolSize, { namedStatements: !single });
-  const jobsRuntime = startJobs({ config, db, log, embeddedDatabase: single });
+  const jobsRuntime = startJobs({ config, db, log, embeddedDatabase: single, startRelay: false });
+
+  // The audit trail writes through the repository's bulk path, stamped with the public base.
+  const audit = new AuditLog(new Repository(db, { baseUrl: `${config.baseUrl}/fhir` }, db), log, { serverName: 'Wardlink' });
+
+  const auth = await startAuth({ config, db, log, audit });
+  if (config.authDisabled) log.warn('AUTH_DISABLED is set: the FHIR API answers without tokens (test-only configuration)');
 
   let ready = false;
-  const app = createApp({ config, db, log, isReady: () => ready });
+  const app = createApp({
+    config,
+    db,
+    log,
+    isReady: () => ready,
+    audit,
+    verifyAccessToken: config.authDisabled ? undefined : auth.verifyAccessToken,
+    authRoutes: auth.routes(),
+    hl7Routes: createHl7Router(
+      { db, log, fhirBase: `${config.baseUrl}/fhir` },
+      { db, jobs: jobsRuntime.jobs, log, fhirBase: `${config.baseUrl}/fhir` },
+    ).routes(),
+  });
   const server: Server = createServer(app.callback());
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
@@ -56,6 +84,20 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const displayHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
     config.baseUrl = `http://${displayHost}:${port}`;
   }
+  const demo = config.seedDemo ? await auth.seedDemo({ print: true }) : [];
+  // HL7 v2: MLLP listener and outbound feed (it registers outbox listeners, so the relay
+  // starts after it).
+  const hl7 = await startHl7({
+    db,
+    log,
+    fhirBase: `${config.baseUrl}/fhir`,
+    port: config.hl7Port,
+    host: config.host,
+    listen: config.hl7Enabled,
+    jobs: jobsRuntime.jobs,
+    outbox: jobsRuntime.outbox,
+  });
+  jobsRuntime.outbox.start();
   ready = true;
 
   return {
@@ -65,6 +107,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     config,
     jobs: jobsRuntime.jobs,
     outbox: jobsRuntime.outbox,
+    auth,
+    demo,
+    hl7Port: hl7.port,
     async stop() {
       ready = false;
       // Stop accepting connections; in-flight requests finish before close() resolves.
@@ -80,8 +125,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
           clearTimeout(deadline);
         });
       });
+      await hl7.stop();
       // Running job handlers and the outbox batch being delivered finish before the pool closes.
       await jobsRuntime.stop();
+      await audit.stop();
       await db.close();
       await embedded?.stop();
     },

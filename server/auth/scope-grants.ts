@@ -1,4 +1,4 @@
-// Granting SMART scopes (the authorization server's side; enforcement is access.ts/scopes.ts):
+// Granting SMART scopes (the authorization server side; access.ts reuses parseResourceScope):
 // parsing v1 (patient/Observation.read) and v2 (patient/Observation.rs?category=x) resource
 // scopes, and what may be granted: the part of each requested scope that the client (and the
 // user's kind) allow, never more than both ask and allow. Pure functions.

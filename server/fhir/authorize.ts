@@ -77,6 +77,11 @@ export async function authorize(ctx: FhirContext, it: Interaction, req: FhirRequ
   }
 }
 
+/** True when the current interaction carries a restriction that resources must be checked against. */
+export function isRestricted(ctx: FhirContext): boolean {
+  return ctx.restriction !== undefined && !isUnrestricted(ctx.restriction);
+}
+
 /** Throws 403 unless the stored resource meets the caller's restriction (for reads, updates, deletes). */
 export async function assertVisible(ctx: FhirContext, resource: Resource): Promise<void> {
   const r = ctx.restriction;

@@ -6,9 +6,13 @@ import Koa, { type Context, type Next } from 'koa';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/pool.ts';
 import { Repository } from '../fhir/repository.ts';
-import { toFhirError } from '../fhir/outcome.ts';
+import { forbidden, toFhirError } from '../fhir/outcome.ts';
 import type { FhirContext } from '../fhir/request.ts';
+import type { AuditLog } from '../audit/audit-log.ts';
+import type { AuthContext } from '../auth/context.ts';
 import type { Logger } from '../logger.ts';
+import { AccessPolicy, isUnrestricted } from '../auth/access.ts';
+import { authenticate } from './authenticate.ts';
 import { fhirHandler } from './fhir-handler.ts';
 
 export interface AppDeps {
@@ -17,6 +21,13 @@ export interface AppDeps {
   log: Logger;
   /** False while starting or shutting down: /readyz answers 503. */
   isReady: () => boolean;
+  audit?: AuditLog;
+  /** Verifies bearer tokens; absent only with AUTH_DISABLED (test-only configuration). */
+  verifyAccessToken?: (token: string) => Promise<AuthContext>;
+  /** The authorization server's routes, mounted before the FHIR API. */
+  authRoutes?: ReturnType<Router['routes']>;
+  /** The HL7 v2 HTTP endpoints (/hl7/v2), mounted behind authentication. */
+  hl7Routes?: ReturnType<Router['routes']>;
 }
 
 function requestId() {
@@ -70,9 +81,17 @@ function securityHeaders() {
   };
 }
 
+/** HL7 v2 messages may write any resource: the caller must be allowed to, unrestricted. */
+function requireFullWriteAccess(auth: AuthContext): void {
+  const policy = new AccessPolicy(auth);
+  for (const p of ['c', 'u'] as const) {
+    if (!isUnrestricted(policy.check('*', p))) throw forbidden('The HL7 v2 endpoint needs unrestricted write access');
+  }
+}
+
 export function createApp(deps: AppDeps): Koa {
   const { config, db, log } = deps;
-  const app = new Koa({ proxy: true });
+  const app = new Koa({ proxy: config.trustProxy });
   // baseUrl is read per request: with PORT=0 it is only known once the server listens.
   const fhir = (): FhirContext => ({
     repo: new Repository(db, { baseUrl: `${config.baseUrl}/fhir` }, db),
@@ -82,6 +101,7 @@ export function createApp(deps: AppDeps): Koa {
     maxBinaryBytes: config.maxBinaryBytes,
   });
 
+  const guard = deps.verifyAccessToken ? authenticate(deps.verifyAccessToken) : async (_ctx: Context, next: Next) => next();
   const router = new Router();
   router.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };
@@ -100,14 +120,27 @@ export function createApp(deps: AppDeps): Koa {
       ctx.body = { status: 'database unavailable' };
     }
   });
-  const handle = fhirHandler(fhir, { json: config.maxJsonBytes, binary: config.maxBinaryBytes });
-  router.all('/fhir', handle);
-  router.all('/fhir/{*rest}', handle);
+  const handle = fhirHandler(fhir, { json: config.maxJsonBytes, binary: config.maxBinaryBytes }, deps.audit);
+  router.all('/fhir', guard, handle);
+  router.all('/fhir/{*rest}', guard, handle);
 
   app.use(requestId());
   app.use(logging(log));
   app.use(errors());
   app.use(securityHeaders());
+  if (deps.authRoutes) app.use(deps.authRoutes);
+  if (deps.hl7Routes) {
+    // Integration engineers and systems only: a token that may write every resource type.
+    const hl7 = deps.hl7Routes;
+    app.use(async (ctx, next) => {
+      if (!ctx.path.startsWith('/hl7/')) return next();
+      await guard(ctx, async () => {
+        const auth = ctx.state.auth as AuthContext | undefined;
+        if (auth) requireFullWriteAccess(auth);
+        await hl7(ctx as never, next);
+      });
+    });
+  }
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;

@@ -4,7 +4,11 @@
 import type { Context } from 'koa';
 import { bodyResource, isRawJson, parsePrefer, type FhirContext, type FhirMethod, type FhirRequest, type FhirResponse } from '../fhir/request.ts';
 import { informational, notAcceptable } from '../fhir/outcome.ts';
-import { route } from '../fhir/router.ts';
+import type { AuditLog } from '../audit/audit-log.ts';
+import { AccessPolicy } from '../auth/access.ts';
+import type { AuthContext } from '../auth/context.ts';
+import { toFhirError } from '../fhir/outcome.ts';
+import { classify, route, type Interaction } from '../fhir/router.ts';
 import { readBody } from './body.ts';
 
 const FHIR_JSON = 'application/fhir+json';
@@ -28,7 +32,7 @@ function negotiate(ctx: Context, format: string | undefined): { rawBinaryOk: boo
   return { rawBinaryOk: true };
 }
 
-export function fhirHandler(fhir: () => FhirContext, limits: { json: number; binary: number }) {
+export function fhirHandler(fhir: () => FhirContext, limits: { json: number; binary: number }, audit?: AuditLog) {
   return async (ctx: Context): Promise<void> => {
     const url = new URL(ctx.originalUrl, 'http://x');
     const path = decodeURIComponent(url.pathname.replace(/^\/fhir\/?/, ''));
@@ -64,9 +68,53 @@ export function fhirHandler(fhir: () => FhirContext, limits: { json: number; bin
     };
     const fctx = fhir();
     fctx.log = ctx.state.log;
-    const res = await route(fctx, req, { wantsRawBinary: rawBinaryOk && isBinaryPath });
-    send(ctx, req, res, pretty);
+    const auth = ctx.state.auth as AuthContext | undefined;
+    if (auth) fctx.access = new AccessPolicy(auth);
+    let status = 500;
+    try {
+      const res = await route(fctx, req, { wantsRawBinary: rawBinaryOk && isBinaryPath });
+      status = res.status;
+      send(ctx, req, res, pretty);
+      if (audit) recordAudit(audit, ctx, req, res.location, status, auth, fctx.access?.patientContext);
+    } catch (e) {
+      status = toFhirError(e).status;
+      if (audit) recordAudit(audit, ctx, req, undefined, status, auth, fctx.access?.patientContext);
+      throw e;
+    }
   };
+}
+
+/** One AuditEvent per FHIR request (BALP): who, what, outcome, and the patient when known. */
+function recordAudit(
+  audit: AuditLog,
+  ctx: Context,
+  req: FhirRequest,
+  location: string | undefined,
+  status: number,
+  auth: AuthContext | undefined,
+  patientContext: string | undefined,
+): void {
+  let it: Interaction;
+  try {
+    it = classify(req);
+  } catch {
+    it = { kind: 'read' };
+  }
+  let resource = it.type && it.id ? `${it.type}/${it.id}` : undefined;
+  if (!resource && location) resource = /([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]+)\/_history\//.exec(location)?.[1];
+  const patient = it.type === 'Patient' && resource ? resource : patientContext ? `Patient/${patientContext}` : undefined;
+  const searching = it.kind === 'search-type' || it.kind === 'search-system';
+  audit.interaction({
+    interaction: it.kind,
+    operation: it.operation,
+    status,
+    auth,
+    address: ctx.ip,
+    requestId: ctx.state.requestId,
+    resource,
+    patient,
+    query: searching ? new URLSearchParams(req.query).toString() : undefined,
+  });
 }
 
 export function send(ctx: Context, req: FhirRequest, res: FhirResponse, pretty: boolean): void {

@@ -27,6 +27,11 @@ export interface JobsRuntimeOptions {
    * than leases (OutboxRelayOptions.exclusive).
    */
   embeddedDatabase?: boolean;
+  /**
+   * Start delivering outbox events now (default). server.ts passes false and starts the relay
+   * once every listener is registered, so no event is delivered to nobody.
+   */
+  startRelay?: boolean;
 }
 
 export function startJobs(options: JobsRuntimeOptions): JobsRuntime {
@@ -40,7 +45,7 @@ export function startJobs(options: JobsRuntimeOptions): JobsRuntime {
     db: options.db,
     log: options.log.child({ component: 'outbox' }),
   });
-  outbox.start();
+  if (options.startRelay !== false) outbox.start();
   log.info({ queue: jobs.kind }, 'jobs runtime started');
   return {
     jobs,

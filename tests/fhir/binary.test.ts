@@ -1,6 +1,6 @@
 // Binary: raw upload and download with its content type, FHIR JSON form, and the size limit.
 import { describe, expect, it } from 'vitest';
-import { fhirBase, http } from '../support/fhir.ts';
+import { fhirBase, http, token } from '../support/fhir.ts';
 
 describe('Binary', () => {
   it('stores raw bytes and serves them back with their content type', async () => {
@@ -8,7 +8,7 @@ describe('Binary', () => {
     const created = await http('POST', 'Binary', { raw: bytes, headers: { 'content-type': 'image/png' } });
     expect(created.status).toBe(201);
     expect(created.body.contentType).toBe('image/png');
-    const raw = await fetch(`${fhirBase()}/Binary/${created.body.id}`, { headers: { accept: 'image/png' } });
+    const raw = await fetch(`${fhirBase()}/Binary/${created.body.id}`, { headers: { accept: 'image/png', authorization: `Bearer ${token()}` } });
     expect(raw.status).toBe(200);
     expect(raw.headers.get('content-type')).toBe('image/png');
     expect(Buffer.from(await raw.arrayBuffer())).toEqual(bytes);
@@ -21,7 +21,7 @@ describe('Binary', () => {
     const data = Buffer.from('hello, ward').toString('base64');
     const created = await http('POST', 'Binary', { body: { resourceType: 'Binary', contentType: 'text/plain', data } });
     expect(created.status).toBe(201);
-    const raw = await fetch(`${fhirBase()}/Binary/${created.body.id}`, { headers: { accept: 'text/plain' } });
+    const raw = await fetch(`${fhirBase()}/Binary/${created.body.id}`, { headers: { accept: 'text/plain', authorization: `Bearer ${token()}` } });
     expect(await raw.text()).toBe('hello, ward');
   });
 

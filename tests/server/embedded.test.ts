@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '../support/fhir.ts';
+import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
 
 const dataDir = mkdtempSync(path.join(tmpdir(), 'wardlink-embedded-'));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -23,7 +24,16 @@ function env(extra: Record<string, string>): NodeJS.ProcessEnv {
 async function start(port: number): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, ['server/main.ts'], {
     cwd: repoRoot,
-    env: env({ PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'info', SEED_DEMO: 'false' }),
+    env: env({
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      DATA_DIR: dataDir,
+      LOG_LEVEL: 'info',
+      SEED_DEMO: 'false',
+      HL7_PORT: '0',
+      BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
+      BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
+    }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -49,9 +59,13 @@ describe('embedded default', () => {
     const base = `http://127.0.0.1:${port}/fhir`;
     const first = await start(port);
     expect(first.output()).toContain(`FHIR base: ${base}`);
+    const unauthenticated = await fetch(`${base}/Patient`);
+    expect(unauthenticated.status).toBe(401);
+    expect(unauthenticated.headers.get('www-authenticate')).toContain('Bearer');
+    const token = await systemToken(`http://127.0.0.1:${port}`, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
     const created = await fetch(`${base}/Patient`, {
       method: 'POST',
-      headers: { 'content-type': 'application/fhir+json' },
+      headers: { 'content-type': 'application/fhir+json', authorization: `Bearer ${token}` },
       body: JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Embedded' }] }),
     });
     expect(created.status).toBe(201);
@@ -60,7 +74,8 @@ describe('embedded default', () => {
     expect(await stop(first.child)).toBe(0);
 
     const second = await start(port);
-    const read = await fetch(`${base}/Patient/${id}`);
+    const token2 = await systemToken(`http://127.0.0.1:${port}`, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
+    const read = await fetch(`${base}/Patient/${id}`, { headers: { authorization: `Bearer ${token2}` } });
     expect(read.status).toBe(200);
     expect(((await read.json()) as any).name[0].family).toBe('Embedded');
     expect(await stop(second.child)).toBe(0);

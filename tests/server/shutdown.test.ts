@@ -7,14 +7,25 @@ import { createLogger } from '../../server/logger.ts';
 import { startServer, type RunningServer } from '../../server/server.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { corpusFiles } from '../support/fhir.ts';
+import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
 
 let database: TestDatabase;
 let server: RunningServer;
+let accessToken: string;
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATABASE_URL: database.connectionString, LOG_LEVEL: 'silent' });
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATABASE_URL: database.connectionString,
+    LOG_LEVEL: 'silent',
+    HL7_PORT: '0',
+    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
+    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
+  });
   server = await startServer(config, createLogger('silent'));
+  accessToken = await systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
 });
 afterAll(async () => {
   await database.drop();
@@ -28,7 +39,7 @@ describe('graceful shutdown', () => {
     expect(await ready.json()).toEqual({ status: 'ready' });
 
     const bundle = readFileSync(corpusFiles('synthea-r4/smart-on-fhir')[0], 'utf8');
-    const inFlight = fetch(server.fhirBase, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: bundle });
+    const inFlight = fetch(server.fhirBase, { method: 'POST', headers: { 'content-type': 'application/fhir+json', authorization: `Bearer ${accessToken}` }, body: bundle });
     await new Promise((r) => setTimeout(r, 30));
     const stopped = server.stop();
     const res = await inFlight;

@@ -8,8 +8,10 @@ import { inject } from 'vitest';
 
 export const fhirBase = (): string => inject('fhirBase');
 
+export const token = (): string => inject('token');
+
 export function client(): Client {
-  return new Client({ baseUrl: fhirBase() });
+  return new Client({ baseUrl: fhirBase(), bearerToken: token() });
 }
 
 export interface HttpResult<T = any> {
@@ -24,7 +26,7 @@ export async function http<T = any>(
   pathAndQuery: string,
   options: { body?: unknown; headers?: Record<string, string>; raw?: Buffer | string } = {},
 ): Promise<HttpResult<T>> {
-  const headers: Record<string, string> = { accept: 'application/fhir+json', ...options.headers };
+  const headers: Record<string, string> = { accept: 'application/fhir+json', authorization: `Bearer ${token()}`, ...options.headers };
   let body: string | Buffer | undefined;
   if (options.raw !== undefined) body = options.raw;
   else if (options.body !== undefined) {

@@ -5,6 +5,7 @@ import { loadConfig } from '../../server/config.ts';
 import { createLogger } from '../../server/logger.ts';
 import { startServer, type RunningServer } from '../../server/server.ts';
 import { createTestDatabase, type TestDatabase } from './db.ts';
+import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from './token.ts';
 
 let server: RunningServer | undefined;
 let database: TestDatabase | undefined;
@@ -18,8 +19,13 @@ export async function setup(project: TestProject): Promise<void> {
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     MAX_BINARY_BYTES: String(1024 * 1024),
     DB_POOL_SIZE: database.embedded ? '1' : '10',
+    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
+    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
+    SEED_DEMO: 'false',
+    HL7_PORT: '0',
   });
   server = await startServer(config, createLogger(config.logLevel));
+  project.provide('token', await systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET));
   project.provide('fhirBase', server.fhirBase);
   project.provide('baseUrl', server.url);
   project.provide('databaseUrl', database.connectionString);
@@ -37,5 +43,7 @@ declare module 'vitest' {
     baseUrl: string;
     databaseUrl: string;
     embedded: boolean;
+    /** A system/*.cruds access token of the bootstrap client (SMART Backend Services style). */
+    token: string;
   }
 }

@@ -2,7 +2,7 @@
 // _at (versions current at a time) and _count, paged by links that stay valid while new
 // versions arrive (each page link pins the newest instant it may show, so offsets never shift).
 import { instantSql } from '../../db/pool.ts';
-import { assertVisible } from '../authorize.ts';
+import { assertVisible, isRestricted } from '../authorize.ts';
 import { badRequest, forbidden } from '../outcome.ts';
 import { dateRange } from '../search/dates.ts';
 import { queryValue, type FhirContext, type FhirRequest, type FhirResponse } from '../request.ts';
@@ -44,7 +44,7 @@ export async function historyInteraction(ctx: FhirContext, req: FhirRequest, typ
   // Confirm the instance exists (history of an unknown id is a 404) and may be seen.
   if (type && id) {
     const current = await ctx.repo.readVersion(type, id);
-    if (ctx.restriction) {
+    if (isRestricted(ctx)) {
       if (!current.json) throw forbidden(`The history of deleted ${type}/${id} is not available to a restricted token`);
       await assertVisible(ctx, JSON.parse(current.json));
     }

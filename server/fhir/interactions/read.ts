@@ -2,7 +2,7 @@
 // _summary / _elements, and Binary served as its own content type when the client asks for it.
 import type { Binary } from '@medplum/fhirtypes';
 import { parseSummary, subsetResource } from '../elements.ts';
-import { assertVisible } from '../authorize.ts';
+import { assertVisible, isRestricted } from '../authorize.ts';
 import type { StoredVersion } from '../repository.ts';
 import { queryValue, parseVersionTag, type FhirContext, type FhirRequest, type FhirResponse } from '../request.ts';
 
@@ -24,7 +24,7 @@ export async function vreadInteraction(
 }
 
 async function respondWithVersion(ctx: FhirContext, req: FhirRequest, stored: StoredVersion, wantsRawBinary: boolean): Promise<FhirResponse> {
-  if (ctx.restriction) await assertVisible(ctx, JSON.parse(stored.json as string));
+  if (isRestricted(ctx)) await assertVisible(ctx, JSON.parse(stored.json as string));
   const headers = { versionId: String(stored.version), lastModified: stored.lastUpdated };
   if (notModified(req, stored)) return { status: 304, ...headers };
   if (stored.resourceType === 'Binary') {

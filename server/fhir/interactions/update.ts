@@ -1,7 +1,7 @@
 // update (R4 http.html#update): If-Match version checks, update-as-create with a client id,
 // and conditional update (PUT Type?criteria).
 import type { Resource } from '@medplum/fhirtypes';
-import { assertVisible, assertWritable } from '../authorize.ts';
+import { assertVisible, assertWritable, isRestricted } from '../authorize.ts';
 import type { Repository } from '../repository.ts';
 import { badRequest, conflict, multipleMatches } from '../outcome.ts';
 import { parseVersionTag, type FhirContext, type FhirRequest, type FhirResponse } from '../request.ts';
@@ -37,7 +37,7 @@ export async function updateInteraction(ctx: FhirContext, req: FhirRequest, type
 
 /** A restricted caller may only replace (or delete) what it may see. */
 export async function assertMayReplace(ctx: FhirContext, type: string, id: string): Promise<void> {
-  if (!ctx.restriction) return;
+  if (!isRestricted(ctx)) return;
   const existing = await ctx.repo.readVersion(type, id).catch(() => undefined);
   if (existing?.json) await assertVisible(ctx, JSON.parse(existing.json));
 }

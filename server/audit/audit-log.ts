@@ -1,0 +1,204 @@
+// The audit trail: an AuditEvent (IHE Basic Audit Log Patterns shape) for every FHIR
+// interaction, sign-in and failed sign-in. Requests only append to an in-memory queue; a
+// flusher writes the queue in batches (one INSERT statement per batch through the repository's
+// bulk path), so auditing costs a request almost nothing. stop() flushes what is left, so a
+// graceful shutdown loses nothing; a crash can lose at most the last flush interval.
+import { randomUUID } from 'node:crypto';
+import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding } from '@medplum/fhirtypes';
+import type { AuthContext } from '../auth/context.ts';
+import type { Repository } from '../fhir/repository.ts';
+import type { Logger } from '../logger.ts';
+
+const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
+const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
+const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
+
+/** FHIR interaction -> BALP action code (query is E, "execute"). */
+const ACTION: Record<string, AuditEvent['action']> = {
+  read: 'R',
+  vread: 'R',
+  'history-instance': 'R',
+  'history-type': 'R',
+  'history-system': 'R',
+  capabilities: 'R',
+  'search-type': 'E',
+  'search-system': 'E',
+  create: 'C',
+  update: 'U',
+  patch: 'U',
+  'conditional-update': 'U',
+  'conditional-patch': 'U',
+  delete: 'D',
+  'conditional-delete': 'D',
+  transaction: 'E',
+  batch: 'E',
+  operation: 'E',
+};
+
+export interface InteractionAudit {
+  /** restful-interaction code (read, create, search-type, operation...) */
+  interaction: string;
+  status: number;
+  auth?: AuthContext;
+  /** The client's address. */
+  address?: string;
+  requestId?: string;
+  /** Type/id of the resource acted on (when there is one). */
+  resource?: string;
+  /** Patient/id the data belongs to (when known). */
+  patient?: string;
+  /** The query string of a search (recorded base64, as BALP asks). */
+  query?: string;
+  /** Operation name without '$' */
+  operation?: string;
+  description?: string;
+}
+
+export interface LoginAudit {
+  success: boolean;
+  username: string;
+  fhirUser?: string;
+  clientId?: string;
+  address?: string;
+  reason?: string;
+}
+
+export class AuditLog {
+  private queue: AuditEvent[] = [];
+  private timer?: NodeJS.Timeout;
+  private flushing?: Promise<void>;
+  private readonly repo: Repository;
+  private readonly log: Logger;
+  private readonly serverName: string;
+  private readonly batchSize: number;
+
+  constructor(repo: Repository, log: Logger, options: { serverName: string; flushMs?: number; batchSize?: number }) {
+    this.repo = repo;
+    this.log = log;
+    this.serverName = options.serverName;
+    this.batchSize = options.batchSize ?? 500;
+    this.timer = setInterval(() => void this.flush(), options.flushMs ?? 250);
+    this.timer.unref();
+  }
+
+  /** Records a FHIR interaction. Never throws and never waits for the database. */
+  interaction(a: InteractionAudit): void {
+    const outcome = a.status < 400 ? '0' : a.status < 500 ? '4' : '8';
+    const subtype: Coding = a.operation
+      ? { system: 'urn:ietf:rfc:3986', code: `$${a.operation}` }
+      : { system: 'http://hl7.org/fhir/restful-interaction', code: a.interaction };
+    const entity: AuditEventEntity[] = [];
+    if (a.patient) {
+      entity.push({ what: { reference: a.patient }, type: { system: ENTITY_TYPE, code: '1' }, role: { system: OBJECT_ROLE, code: '1' } });
+    }
+    if (a.resource && a.resource !== a.patient) {
+      entity.push({ what: { reference: a.resource }, type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '4' } });
+    }
+    if (a.query !== undefined) {
+      entity.push({ type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '24' }, query: Buffer.from(a.query).toString('base64') });
+    }
+    if (a.requestId) entity.push({ type: { system: ENTITY_TYPE, code: '4' }, detail: [{ type: 'X-Request-Id', valueString: a.requestId }] });
+    this.push({
+      resourceType: 'AuditEvent',
+      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' },
+      subtype: [subtype],
+      action: ACTION[a.interaction] ?? 'E',
+      recorded: new Date().toISOString(),
+      outcome,
+      outcomeDesc: a.description ?? (a.status < 400 ? undefined : `HTTP ${a.status}`),
+      agent: this.agents(a.auth, a.address),
+      source: this.source(),
+      entity: entity.length ? entity : undefined,
+    });
+  }
+
+  /** Records a sign-in attempt (IHE BALP Login). */
+  login(a: LoginAudit): void {
+    const user: AuditEventAgent = {
+      type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP', display: 'information recipient' }] },
+      who: a.fhirUser ? { reference: a.fhirUser, display: a.username } : { identifier: { value: a.username } },
+      requestor: true,
+      network: a.address ? { address: a.address, type: '2' } : undefined,
+    };
+    this.push({
+      resourceType: 'AuditEvent',
+      type: { system: DCM, code: '110114', display: 'User Authentication' },
+      subtype: [{ system: DCM, code: '110122', display: 'Login' }],
+      action: 'E',
+      recorded: new Date().toISOString(),
+      outcome: a.success ? '0' : '4',
+      outcomeDesc: a.success ? undefined : (a.reason ?? 'Sign-in failed'),
+      agent: [user, ...(a.clientId ? [{ who: { identifier: { value: a.clientId } }, requestor: false, type: { coding: [{ system: DCM, code: '110153', display: 'Source Role ID' }] } }] : [])],
+      source: this.source(),
+    });
+  }
+
+  private agents(auth: AuthContext | undefined, address: string | undefined): AuditEventAgent[] {
+    const agents: AuditEventAgent[] = [
+      {
+        type: { coding: [{ system: DCM, code: '110153', display: 'Source Role ID' }] },
+        who: { identifier: { value: auth?.clientId ?? 'anonymous' } },
+        requestor: false,
+        network: address ? { address, type: '2' } : undefined,
+      },
+      {
+        type: { coding: [{ system: DCM, code: '110152', display: 'Destination Role ID' }] },
+        who: { display: this.serverName },
+        requestor: false,
+      },
+    ];
+    if (auth) {
+      agents.push({
+        type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP', display: 'information recipient' }] },
+        who: auth.fhirUser ? { reference: auth.fhirUser } : { identifier: { value: auth.subject } },
+        requestor: true,
+        policy: [auth.jti],
+      });
+    }
+    return agents;
+  }
+
+  private source(): AuditEvent['source'] {
+    return {
+      observer: { display: this.serverName },
+      type: [{ system: 'http://terminology.hl7.org/CodeSystem/security-source-type', code: '4', display: 'Application Server' }],
+    };
+  }
+
+  private push(event: AuditEvent): void {
+    // Built by the server, valid by construction: the bulk path skips per-event validation.
+    event.id = randomUUID();
+    event.meta = { versionId: '1', lastUpdated: event.recorded };
+    this.queue.push(event);
+    if (this.queue.length >= this.batchSize) void this.flush();
+  }
+
+  /** Writes everything queued so far (one statement per batch). */
+  async flush(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    if (this.queue.length === 0) return;
+    const batch = this.queue.splice(0, this.queue.length);
+    this.flushing = (async () => {
+      try {
+        for (let i = 0; i < batch.length; i += this.batchSize) {
+          await this.repo.insertPrepared(batch.slice(i, i + this.batchSize));
+        }
+      } catch (err) {
+        // Keep the events for the next attempt rather than lose them.
+        this.queue.unshift(...batch);
+        this.log.error({ err, events: batch.length }, 'audit flush failed; will retry');
+      }
+    })();
+    try {
+      await this.flushing;
+    } finally {
+      this.flushing = undefined;
+    }
+  }
+
+  /** Stops the timer and writes what is left (graceful shutdown). */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+}

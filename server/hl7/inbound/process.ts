@@ -1,0 +1,277 @@
+// The inbound pipeline, the same for MLLP and POST /hl7/v2?commit=true:
+//   1. parse and check the header (what cannot be taken at all is answered AR / CR),
+//   2. store the raw bytes (a duplicate (sender, MSH-10) gets the ACK it got the first time),
+//   3. enhanced mode: commit the raw message, and the commit ACK (CA) can go,
+//   4. map it to a transaction Bundle and run it through the FHIR engine, with the out-of-order
+//      check and the A40 merge, under a savepoint: all of the message's writes or none,
+//   5. record the outcome and commit (original mode: raw message and outcome in one commit),
+//      then answer AA, or AE with ERR (nothing of the message was written; it waits in the
+//      store, status error, to be fixed and reprocessed). No ACK AA before the commit.
+import type { Bundle } from '@medplum/fhirtypes';
+import type { Db, Queryable } from '../../db/pool.ts';
+import { Repository } from '../../fhir/repository.ts';
+import { FhirError } from '../../fhir/outcome.ts';
+import type { FhirContext } from '../../fhir/request.ts';
+import { route } from '../../fhir/router.ts';
+import type { Logger } from '../../logger.ts';
+import { buildAck, ackTargetOf, type AckCode, type AckError } from '../ack.ts';
+import { ErrorCode, V2Error, parseMessage, type Message } from '../message.ts';
+import * as store from '../store.ts';
+import { senderOf } from './context.ts';
+import { checkHeader, mapMessage } from './map.ts';
+import { applyMerge } from './merge.ts';
+import type { MessagePlan } from './plan.ts';
+
+export interface InboundDeps {
+  db: Db;
+  /** Public FHIR base (for fullUrls in transaction responses). */
+  fhirBase: string;
+  log: Logger;
+}
+
+export interface InboundResult {
+  /** The ACK to send on the connection; undefined when the sender asked for none (MSH-15 NE / ER / SU). */
+  ack?: string;
+  ackCode: AckCode;
+  messageId?: string;
+  duplicate?: boolean;
+  status: store.MessageStatus;
+  resources?: string[];
+  errors?: AckError[];
+  /** Enhanced mode: processing continues after the commit ACK; wait for it before the next message. */
+  processing?: Promise<InboundResult>;
+}
+
+/** MSH-18 8859/x -> latin1; everything else is read as UTF-8. */
+export function decode(raw: Buffer): string {
+  const ascii = raw.subarray(0, Math.min(raw.length, 4096)).toString('latin1');
+  const msh = ascii.split(/\r|\n/)[0] ?? '';
+  const sep = msh[3] ?? '|';
+  const charset = (msh.split(sep)[17] ?? '').toUpperCase();
+  return /8859/.test(charset) ? raw.toString('latin1') : raw.toString('utf8');
+}
+
+interface AckMode {
+  enhanced: boolean;
+  /** MSH-15 accept ack type, MSH-16 application ack type (AL, NE, ER, SU). */
+  accept: string;
+  application: string;
+}
+
+function ackMode(message: Message | undefined): AckMode {
+  const accept = message?.msh.get(15).toUpperCase() ?? '';
+  const application = message?.msh.get(16).toUpperCase() ?? '';
+  if (!accept && !application) return { enhanced: false, accept: '', application: '' };
+  return { enhanced: true, accept: accept || 'AL', application: application || 'AL' };
+}
+
+/** Whether an ack of this outcome is sent under condition AL / NE / ER / SU. */
+function wanted(condition: string, success: boolean): boolean {
+  if (condition === 'NE') return false;
+  if (condition === 'ER') return !success;
+  if (condition === 'SU') return success;
+  return true;
+}
+
+function errorOf(e: V2Error): AckError {
+  return { code: e.code, text: e.message, location: e.location };
+}
+
+export async function receive(deps: InboundDeps, raw: Buffer, via: 'mllp' | 'http'): Promise<InboundResult> {
+  const text = decode(raw);
+  let message: Message | undefined;
+  let headerError: V2Error | undefined;
+  try {
+    message = parseMessage(text);
+    checkHeader(message);
+  } catch (e) {
+    if (!(e instanceof V2Error)) throw e;
+    headerError = e;
+    message ??= e.partial;
+  }
+  const mode = ackMode(message);
+  const target = ackTargetOf(message);
+  const sender = message ? senderOf(message) : '';
+  const controlId = message?.controlId || undefined;
+  const messageType = message ? [message.messageCode, message.triggerEvent].filter(Boolean).join('^') || undefined : undefined;
+
+  if (headerError) {
+    // Content that cannot be a message we process: AR (CR), or AE (CE) for a broken segment.
+    const code: AckCode = headerError.reject ? (mode.enhanced ? 'CR' : 'AR') : mode.enhanced ? 'CE' : 'AE';
+    const errors = [errorOf(headerError)];
+    const ack = buildAck(target, code, errors);
+    const stored = await store.insertMessage(deps.db, {
+      sender,
+      controlId,
+      messageType,
+      version: message?.version || undefined,
+      via,
+      raw,
+      status: 'rejected',
+      ackCode: code,
+      ack,
+      errors,
+    });
+    if (stored.duplicate) return replay(stored.duplicate);
+    const send = !mode.enhanced || wanted(mode.accept, false);
+    return { ack: send ? ack : undefined, ackCode: code, messageId: stored.id, status: 'rejected', errors };
+  }
+
+  const msg = message as Message;
+  if (!mode.enhanced) {
+    // Original mode: the raw message and its outcome commit together (processing runs under a
+    // savepoint, so a refused message is still stored); the ACK goes only after that commit.
+    // If the process dies before it, the sender got no ACK and resends: nothing is lost, and
+    // one commit per message instead of two.
+    return deps.db.transaction(async (client) => {
+      const stored = await store.insertMessage(client, { sender, controlId, messageType, version: msg.version, via, raw, status: 'received' });
+      if (stored.duplicate && stored.duplicate.status !== 'received') return replay(stored.duplicate);
+      // A row we just inserted is already locked by this transaction.
+      return processIn(deps, client, stored.id, msg, mode, !stored.duplicate);
+    });
+  }
+
+  // Enhanced mode: the commit ACK says "safely stored", so the raw message commits first; the
+  // application ACK comes from processing afterwards.
+  const stored = await store.insertMessage(deps.db, { sender, controlId, messageType, version: msg.version, via, raw, status: 'received' });
+  if (stored.duplicate && stored.duplicate.status !== 'received') return replay(stored.duplicate);
+  const commit = buildAck(target, 'CA');
+  await store.recordAck(deps.db, stored.id, 'CA', commit);
+  const processing = processStored(deps, stored.id, msg, mode);
+  processing.catch(() => {});
+  return { ack: wanted(mode.accept, true) ? commit : undefined, ackCode: 'CA', messageId: stored.id, status: 'received', processing };
+}
+
+function replay(m: store.StoredMessage): InboundResult {
+  return {
+    ack: m.ack ?? undefined,
+    ackCode: (m.ackCode ?? 'AA') as AckCode,
+    messageId: m.id,
+    duplicate: true,
+    status: m.status,
+    resources: m.resources,
+  };
+}
+
+/** Maps and writes a stored message in its own transaction (enhanced mode, reprocessing). */
+export async function processStored(deps: InboundDeps, id: string, message: Message, mode: AckMode = ackMode(message)): Promise<InboundResult> {
+  return deps.db.transaction((client) => processIn(deps, client, id, message, mode));
+}
+
+/**
+ * Maps and writes a stored message inside the open transaction: the FHIR writes run under a
+ * savepoint, so a refusal undoes all of them (no partial data) and records the error instead.
+ */
+async function processIn(deps: InboundDeps, client: Queryable, id: string, message: Message, mode: AckMode, fresh = false): Promise<InboundResult> {
+  const target = ackTargetOf(message);
+  if (!fresh) {
+    const row = await store.lockMessage(client, id);
+    if (row && row.status === 'processed') return replay(row);
+  }
+  await client.query('SAVEPOINT hl7_message');
+  try {
+    const plan = mapMessage(message);
+    const written = await writePlan(deps, client, plan, id);
+    await client.query('RELEASE SAVEPOINT hl7_message');
+    const ack = buildAck(target, 'AA');
+    await store.recordOutcome(client, id, {
+      status: 'processed',
+      ackCode: 'AA',
+      ack: mode.enhanced ? undefined : ack,
+      appAck: mode.enhanced ? ack : undefined,
+      notes: plan.notes,
+      resources: written,
+    });
+    return { ack: mode.enhanced ? undefined : ack, ackCode: 'AA', messageId: id, status: 'processed', resources: written };
+  } catch (e) {
+    // If the database itself failed, this throws too: no ACK, the sender resends.
+    await client.query('ROLLBACK TO SAVEPOINT hl7_message');
+    const errors = [classify(e)];
+    if (!(e instanceof V2Error) && !(e instanceof FhirError)) deps.log.error({ err: e, messageId: id }, 'HL7 v2 message processing failed');
+    else deps.log.info({ messageId: id, error: errors[0].text }, 'HL7 v2 message refused');
+    const ack = buildAck(target, 'AE', errors);
+    await store.recordOutcome(client, id, {
+      status: 'error',
+      ackCode: 'AE',
+      ack: mode.enhanced ? undefined : ack,
+      appAck: mode.enhanced ? ack : undefined,
+      errors,
+      resources: [],
+    });
+    return { ack: mode.enhanced ? undefined : ack, ackCode: 'AE', messageId: id, status: 'error', errors };
+  }
+}
+
+/** Runs the plan through the FHIR engine inside the open transaction; returns Type/id/_history/v. */
+async function writePlan(deps: InboundDeps, client: Queryable, plan: MessagePlan, messageId: string): Promise<string[]> {
+  const repo = new Repository(client, { baseUrl: deps.fhirBase });
+  const ctx = fhirContext(deps, repo);
+  const stale = plan.eventTime !== undefined ? await store.staleKeys(client, plan.clockKeys, plan.eventTime) : new Set<string>();
+  if (stale.size) plan.notes.push(`Newer data already applied for ${[...stale].map((k) => k.split('|')[0]).join(', ')}: not overwritten`);
+  const bundle = plan.bundle(stale);
+  const res = await route(ctx, { method: 'POST', path: '', query: [], headers: {}, body: bundle });
+  const response = res.body as Bundle;
+  const written = (response.entry ?? []).map((e) => e.response?.location ?? '').filter(Boolean);
+  if (plan.merge) {
+    const index = plan.entries.findIndex((p) => p.entry.fullUrl === plan.merge?.survivor);
+    const location = response.entry?.[index]?.response?.location ?? '';
+    const survivorId = location.split('/')[1];
+    if (survivorId) {
+      const merge = await applyMerge(repo, survivorId, plan.merge.prior);
+      if (merge.merged.length === 0) plan.notes.push('MRG-1 names no known patient: the prior identifiers were added to the survivor');
+      written.push(...merge.merged, ...merge.repointed);
+    }
+  }
+  if (plan.eventTime !== undefined) await store.advanceClock(client, plan.clockKeys.filter((k) => !stale.has(k)), plan.eventTime, messageId);
+  return written;
+}
+
+export function fhirContext(deps: InboundDeps, repo: Repository): FhirContext {
+  return { repo, fhirBase: deps.fhirBase, defaultCount: 20, maxCount: 1000, maxBinaryBytes: 0, log: deps.log };
+}
+
+/** Any processing failure -> one ERR entry. */
+function classify(e: unknown): AckError {
+  if (e instanceof V2Error) return errorOf(e);
+  if (e instanceof FhirError) {
+    const issue = e.outcome.issue?.[0];
+    const text = `The mapped FHIR resources were refused (${e.status}): ${issue?.diagnostics ?? issue?.details?.text ?? issue?.code ?? 'invalid'}${issue?.expression?.length ? ` at ${issue.expression.join(', ')}` : ''}`;
+    const code = e.status === 412 ? ErrorCode.duplicateKey : e.status === 409 ? ErrorCode.recordLocked : e.status >= 500 ? ErrorCode.internalError : ErrorCode.dataType;
+    return { code, text };
+  }
+  return { code: ErrorCode.internalError, text: 'Internal error while processing the message; it is stored and can be reprocessed' };
+}
+
+/** Dry run: the transaction Bundle a message maps to (nothing is stored). */
+export function dryRun(raw: Buffer): { bundle: Bundle; notes: string[]; message: Message } {
+  const message = parseMessage(decode(raw));
+  checkHeader(message);
+  const plan = mapMessage(message);
+  return { bundle: plan.bundle(), notes: plan.notes, message };
+}
+
+/** Reprocesses a stored message (after a fix, or one left unfinished by a crash). */
+export async function reprocess(deps: InboundDeps, id: string): Promise<InboundResult | undefined> {
+  const raw = await store.getRaw(deps.db, id);
+  if (!raw) return undefined;
+  const text = decode(raw);
+  let message: Message;
+  try {
+    message = parseMessage(text);
+    checkHeader(message);
+  } catch (e) {
+    if (!(e instanceof V2Error)) throw e;
+    const errors = [errorOf(e)];
+    const code: AckCode = e.reject ? 'AR' : 'AE';
+    await store.recordOutcome(deps.db, id, { status: 'rejected', ackCode: code, errors, resources: [] });
+    return { ackCode: code, messageId: id, status: 'rejected', errors };
+  }
+  return processStored(deps, id, message);
+}
+
+/** Processes messages a crashed process stored but never finished. */
+export async function recoverUnfinished(deps: InboundDeps, olderThanMs = 5_000): Promise<number> {
+  const ids = await store.unfinishedMessages(deps.db, olderThanMs, 1000);
+  for (const id of ids) await reprocess(deps, id);
+  return ids.length;
+}

@@ -1,0 +1,65 @@
+// The HL7 v2 feed: startHl7 starts the MLLP listener (and finishes messages a crash left
+// unprocessed); createHl7Router (http.ts) is the HTTP door. server.ts wires both.
+import type { Db } from '../db/pool.ts';
+import type { OutboxRelay } from '../jobs/outbox-relay.ts';
+import type { JobQueue } from '../jobs/queue.ts';
+import type { Logger } from '../logger.ts';
+import { recoverUnfinished, type InboundDeps } from './inbound/process.ts';
+import { startListener } from './listener.ts';
+import type { MllpServer } from './mllp.ts';
+import { outboundListener, startOutboundWorker } from './outbound/queue.ts';
+
+export { createHl7Router } from './http.ts';
+export type { InboundDeps } from './inbound/process.ts';
+
+export interface Hl7Deps {
+  db: Db;
+  log: Logger;
+  /** Public FHIR base, e.g. http://localhost:8080/fhir */
+  fhirBase: string;
+  port: number;
+  host: string;
+  /** Start the MLLP listener (config HL7_ENABLED); the outbound side runs either way. */
+  listen?: boolean;
+  /** With both: outbound REF^I12 / SIU^S12 / ADT^A01 to Endpoint resources, through the job queue. */
+  jobs?: JobQueue;
+  outbox?: OutboxRelay;
+}
+
+export interface RunningHl7 {
+  port: number;
+  stop(): Promise<void>;
+}
+
+let running: RunningHl7 | undefined;
+
+export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
+  const inbound: InboundDeps = { db: deps.db, log: deps.log.child({ component: 'hl7' }), fhirBase: deps.fhirBase };
+  let unsubscribe: (() => void) | undefined;
+  if (deps.jobs && deps.outbox) {
+    const outbound = { db: deps.db, jobs: deps.jobs, log: inbound.log, fhirBase: deps.fhirBase };
+    startOutboundWorker(outbound);
+    unsubscribe = deps.outbox.onResourceEvent(outboundListener(outbound));
+  }
+  const server: MllpServer | undefined = deps.listen === false ? undefined : await startListener(inbound, { port: deps.port, host: deps.host });
+  // Messages stored by a process that died before finishing them are processed now.
+  const recovered = await recoverUnfinished(inbound, 0).catch((err) => {
+    inbound.log.error({ err }, 'could not recover unfinished HL7 v2 messages');
+    return 0;
+  });
+  if (server) inbound.log.info({ port: server.port, recovered }, 'HL7 v2 MLLP listener started');
+  const handle: RunningHl7 = {
+    port: server?.port ?? 0,
+    async stop() {
+      unsubscribe?.();
+      await server?.close();
+      if (running === handle) running = undefined;
+    },
+  };
+  running = handle;
+  return handle;
+}
+
+export async function stopHl7(): Promise<void> {
+  await running?.stop();
+}

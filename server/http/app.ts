@@ -13,6 +13,7 @@ import type { AuthContext } from '../auth/context.ts';
 import type { Logger } from '../logger.ts';
 import { AccessPolicy, isUnrestricted } from '../auth/access.ts';
 import { authenticate } from './authenticate.ts';
+import { fhirCors } from './cors.ts';
 import { fhirHandler } from './fhir-handler.ts';
 
 export interface AppDeps {
@@ -128,6 +129,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(logging(log));
   app.use(errors());
   app.use(securityHeaders());
+  app.use(fhirCors(db));
   if (deps.authRoutes) app.use(deps.authRoutes);
   if (deps.hl7Routes) {
     // Integration engineers and systems only: a token that may write every resource type.

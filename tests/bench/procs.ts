@@ -1,4 +1,5 @@
 // Forks serve.ts as a child process (same Node binary) and gives the parent a handle on it.
+import { TEST_CLIENT_SECRET } from '../support/token.ts';
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -11,9 +12,11 @@ export interface ServerStats {
 }
 
 export interface ServerProc {
-  kind: 'fhir' | 'ceiling';
+  kind: 'fhir' | 'fhir-noauth' | 'ceiling';
   /** Origin of the server, e.g. http://127.0.0.1:40123. */
   url: string;
+  /** Authorization header for the FHIR server (a system token), empty for the others. */
+  headers: Record<string, string>;
   stats(): Promise<ServerStats>;
   stop(): Promise<void>;
 }
@@ -21,17 +24,21 @@ export interface ServerProc {
 const SERVE = fileURLToPath(new URL('./serve.ts', import.meta.url));
 
 /** profileDir: write a V8 CPU profile of the child there when it exits (--profile). */
-export async function forkServer(kind: 'fhir' | 'ceiling', databaseUrl: string, poolSize: number, profileDir?: string): Promise<ServerProc> {
+export async function forkServer(kind: 'fhir' | 'fhir-noauth' | 'ceiling', databaseUrl: string, poolSize: number, profileDir?: string): Promise<ServerProc> {
   const child: ChildProcess = fork(SERVE, [kind, databaseUrl, String(poolSize)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    // The child registers the bootstrap client with the secret this process will present.
+    env: { ...process.env, TEST_CLIENT_SECRET },
     execArgv: ['--disable-warning=ExperimentalWarning', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
 
+  let token: string | undefined;
   const url = await new Promise<string>((resolve, reject) => {
-    const onMessage = (msg: { type: string; url?: string }) => {
+    const onMessage = (msg: { type: string; url?: string; token?: string }) => {
       if (msg.type === 'ready' && msg.url) {
         child.off('message', onMessage);
+        token = msg.token;
         resolve(msg.url);
       }
     };
@@ -42,6 +49,7 @@ export async function forkServer(kind: 'fhir' | 'ceiling', databaseUrl: string, 
   return {
     kind,
     url,
+    headers: token ? { authorization: `Bearer ${token}` } : {},
     stats() {
       return new Promise<ServerStats>((resolve, reject) => {
         const onMessage = (msg: { type: string } & ServerStats) => {

@@ -18,8 +18,10 @@ import {
   mixedShape,
   readShape,
   seed,
+  tokenShape,
   transactionShape,
   updateShape,
+  useAuth,
   type BenchOptions,
   type LoadResult,
 } from './workloads.ts';
@@ -79,8 +81,13 @@ async function main() {
   dropDb = () => db.drop();
   opts.databaseName = new URL(db.connectionString).pathname.slice(1);
   log(`database ${new URL(db.connectionString).pathname.slice(1)}; starting the FHIR server and the ceiling`);
-  const [fhir, ceiling] = await Promise.all([forkServer('fhir', db.connectionString, POOL_SIZE, profileDir), forkServer('ceiling', db.connectionString, POOL_SIZE)]);
-  procs.push(fhir, ceiling);
+  const [fhir, ceiling, noauth] = await Promise.all([
+    forkServer('fhir', db.connectionString, POOL_SIZE, profileDir),
+    forkServer('ceiling', db.connectionString, POOL_SIZE),
+    forkServer('fhir-noauth', db.connectionString, POOL_SIZE),
+  ]);
+  procs.push(fhir, ceiling, noauth);
+  useAuth(fhir.headers);
   log(`FHIR ${fhir.url}/fhir, ceiling ${ceiling.url}; seeding patients`);
   const fx = await seed(fhir, ceiling, 500, 200);
 
@@ -95,6 +102,8 @@ async function main() {
   // Ceilings and FHIR figures alternate so slow drift on the shared machine hits both alike.
   const selectCeil = await step(measure('ceiling SELECT by pk', ceiling, readShape('/ceiling', fx.ceilingIds), opts));
   const read = await step(measure('(a) read Patient/{id}', fhir, readShape('/fhir/Patient', fx.readIds), opts));
+  const readNoAuth = await step(measure('read, auth disabled (test-only)', noauth, readShape('/fhir/Patient', fx.readIds), opts));
+  const tokens = await step(measure('token endpoint (client_credentials)', fhir, tokenShape(), opts));
   const insertCeil = await step(measure('ceiling INSERT', ceiling, createShape('/ceiling', 'application/json'), opts));
   const create = await step(measure('(b) create Patient', fhir, createShape('/fhir/Patient', 'application/fhir+json'), opts));
   const update = await step(measure('(c) update If-Match', fhir, updateShape(fx.updates), opts, reclaim));
@@ -123,6 +132,13 @@ async function main() {
   row(selectCeil.name, selectCeil, selectCeil.rps, 'req/s', undefined, undefined, '');
   row(insertCeil.name, insertCeil, insertCeil.rps, 'req/s', undefined, undefined, '');
   row(read.name, read, read.rps, 'req/s', selectCeil.rps, 0.7, '>= 70% of SELECT');
+  row(readNoAuth.name, readNoAuth, readNoAuth.rps, 'req/s', selectCeil.rps, undefined, '');
+  rows.push([
+    'auth cost on read',
+    `${fmt(100 * (1 - read.rps / readNoAuth.rps), 1)}% slower`,
+    '', '', '', '', '', '', '< 10% slower', 1 - read.rps / readNoAuth.rps < 0.1 ? 'ok' : 'BELOW',
+  ]);
+  row(tokens.name, tokens, tokens.rps, 'req/s', undefined, undefined, '');
   row(create.name, create, create.rps, 'req/s', insertCeil.rps, 0.4, '>= 40% of INSERT');
   row(update.name, update, update.rps, 'req/s', insertCeil.rps, 0.4, '>= 40% of INSERT');
   row(tx.name, tx, tx.rps, 'bundles/s', insertCeil.rps, undefined, `= ${fmt(tx.rps * 10)} resources/s`);
@@ -145,7 +161,7 @@ async function main() {
   console.log('ingest, BEGIN/COMMIT included); transaction and ingest ratios are per bundle / per resource vs one INSERT.');
   const notes = [read, create, update, tx, mixed, synthea].flatMap((r) => r.notes.map((n) => `${r.name}: ${n}`));
   if (fx.updates.refreshed) notes.push(`update: ${fx.updates.refreshed} version re-reads (non-2xx answers or requests cut off at the end of a run)`);
-  const all = [selectCeil, read, insertCeil, create, update, tx, mixed, synthea];
+  const all = [selectCeil, read, readNoAuth, tokens, insertCeil, create, update, tx, mixed, synthea];
   const busy = all.filter((r) => r.otherPct >= 10);
   if (busy.length) {
     notes.push(

@@ -20,14 +20,16 @@ proto.query = function (this: unknown, ...args: unknown[]) {
 const kind = process.argv[2];
 const databaseUrl = process.argv[3];
 const poolSize = process.argv[4] ?? '10';
-if (!process.send || !databaseUrl || (kind !== 'fhir' && kind !== 'ceiling')) {
-  console.error('usage (forked by run.ts): serve.ts fhir|ceiling <DATABASE_URL> [poolSize]');
+if (!process.send || !databaseUrl || (kind !== 'fhir' && kind !== 'fhir-noauth' && kind !== 'ceiling')) {
+  console.error('usage (forked by run.ts): serve.ts fhir|fhir-noauth|ceiling <DATABASE_URL> [poolSize]');
   process.exit(2);
 }
 
 let stopServer: () => Promise<void>;
 let url: string;
-if (kind === 'fhir') {
+let token: string | undefined;
+if (kind === 'fhir' || kind === 'fhir-noauth') {
+  const { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } = await import('../support/token.ts');
   const { loadConfig } = await import('../../server/config.ts');
   const { createLogger } = await import('../../server/logger.ts');
   const { startServer } = await import('../../server/server.ts');
@@ -38,9 +40,18 @@ if (kind === 'fhir') {
     LOG_LEVEL: 'silent',
     DB_POOL_SIZE: poolSize,
     SEED_DEMO: 'false',
+    HL7_ENABLED: 'false',
+    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
+    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
+    // fhir-noauth: the test-only configuration the auth-overhead figure is compared with.
+    AUTH_DISABLED: kind === 'fhir-noauth' ? 'true' : 'false',
+    // The token-endpoint figure measures the endpoint, not its rate limiter.
+    RATE_LIMIT_TOKEN_PER_CLIENT: '1000000',
+    RATE_LIMIT_PER_IP: '1000000',
   });
   const server = await startServer(config, createLogger('silent'));
   url = server.url;
+  token = await systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
   stopServer = () => server.stop();
 } else {
   const { startCeiling } = await import('./ceiling.ts');
@@ -77,4 +88,4 @@ process.on('message', (msg: Msg) => {
 });
 // The parent went away (crash, Ctrl-C): do not linger holding connections to the database.
 process.on('disconnect', () => void stop(0));
-process.send({ type: 'ready', url });
+process.send({ type: 'ready', url, token });

@@ -1,5 +1,6 @@
 // The bench workloads: fixtures (patients to read and update), the autocannon request shapes for
 // each workload, the measuring loop around autocannon, and the Synthea ingest.
+import { TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
@@ -161,6 +162,12 @@ async function parallel<T>(items: T[], concurrency: number, fn: (item: T, index:
   await Promise.all(workers);
 }
 
+/** Authorization header of the FHIR server under test (set by run.ts once it is up). */
+let authHeaders: Record<string, string> = {};
+export function useAuth(headers: Record<string, string>): void {
+  authHeaders = headers;
+}
+
 function runAutocannon(opts: AutocannonOptions, onResponse: (status: number, ms: number) => void) {
   return new Promise<{ duration: number; errors: number; timeouts: number }>((resolve, reject) => {
     const instance = autocannon(opts, (err, result) => (err ? reject(err) : resolve(result)));
@@ -187,7 +194,7 @@ export function smallPatient(extra: Record<string, unknown> = {}): Record<string
 }
 
 async function createOn(url: string, body: string, contentType: string): Promise<{ location: string; etag?: string; text: string }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': contentType }, body });
+  const res = await fetch(url, { method: 'POST', headers: { ...authHeaders, 'content-type': contentType }, body });
   const text = await res.text();
   if (res.status !== 201) throw new Error(`POST ${url} answered ${res.status}: ${text.slice(0, 500)}`);
   return { location: res.headers.get('location') ?? '', etag: res.headers.get('etag') ?? undefined, text };
@@ -238,7 +245,7 @@ export class VersionedPool {
   }
 
   private async refresh(id: string): Promise<void> {
-    const res = await fetch(`${this.fhirUrl}/fhir/Patient/${id}`);
+    const res = await fetch(`${this.fhirUrl}/fhir/Patient/${id}`, { headers: authHeaders });
     await res.arrayBuffer();
     const v = versionFromEtag(res.headers.get('etag') ?? undefined);
     this.refreshed++;
@@ -333,7 +340,7 @@ function updateRequest(pool: VersionedPool, req: AutocannonRequest, context: Rec
   context.id = id;
   req.method = 'PUT';
   req.path = `/fhir/Patient/${id}`;
-  req.headers = { 'content-type': FHIR_JSON, 'if-match': `W/"${version}"` };
+  req.headers = { ...authHeaders, 'content-type': FHIR_JSON, 'if-match': `W/"${version}"` };
   req.body = JSON.stringify(smallPatient({ id }));
   return req;
 }
@@ -364,6 +371,21 @@ export function transactionBundle(size = 10): string {
       resource: smallPatient(i === 0 ? {} : { link: [{ other: { reference: uuids[i - 1] }, type: 'seealso' }] }),
       request: { method: 'POST', url: 'Patient' },
     })),
+  });
+}
+
+/** POST /oauth2/token: client_credentials with client_secret_basic (the bootstrap client). */
+export function tokenShape(): Shape {
+  const basic = Buffer.from(`${encodeURIComponent(TEST_CLIENT_ID)}:${encodeURIComponent(TEST_CLIENT_SECRET)}`).toString('base64');
+  return () => ({
+    requests: [
+      {
+        method: 'POST',
+        path: '/oauth2/token',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${basic}` },
+        body: 'grant_type=client_credentials&scope=system%2F*.cruds',
+      },
+    ],
   });
 }
 
@@ -398,14 +420,14 @@ export function mixedShape(readIds: string[], pool: VersionedPool): Shape {
           if (kind === 0) {
             req.method = 'POST';
             req.path = '/fhir/Patient';
-            req.headers = { 'content-type': FHIR_JSON };
+            req.headers = { ...authHeaders, 'content-type': FHIR_JSON };
             req.body = nextCreate();
             return req;
           }
           if (kind === 1) {
             req.method = 'GET';
             req.path = `/fhir/Patient/${readIds[r++ % readIds.length]}`;
-            req.headers = {};
+            req.headers = { ...authHeaders };
             req.body = undefined;
             return req;
           }
@@ -422,7 +444,7 @@ export function mixedShape(readIds: string[], pool: VersionedPool): Shape {
 // ------------------------------------------------------------------------------------ measuring
 
 export async function measure(name: string, target: ServerProc, shape: Shape, opts: BenchOptions, after?: () => Promise<void>): Promise<LoadResult> {
-  const base = { url: target.url, connections: opts.connections, timeout: 30 };
+  const base = { url: target.url, connections: opts.connections, timeout: 30, headers: target.headers };
   if (opts.warmupSeconds > 0) {
     await runAutocannon({ ...base, duration: opts.warmupSeconds, ...shape() }, () => {});
     await after?.();
@@ -495,7 +517,7 @@ export async function loadSynthea(dir: string): Promise<SyntheaCorpus> {
 export async function ingest(target: ServerProc, corpus: SyntheaCorpus, concurrency: number, minSeconds: number, opts: BenchOptions): Promise<LoadResult> {
   const post = async (i: number) => {
     const t = performance.now();
-    const res = await fetch(`${target.url}/fhir`, { method: 'POST', headers: { 'content-type': FHIR_JSON }, body: corpus.bodies[i] });
+    const res = await fetch(`${target.url}/fhir`, { method: 'POST', headers: { ...authHeaders, 'content-type': FHIR_JSON }, body: corpus.bodies[i] });
     const text = await res.text();
     return { status: res.status, ms: performance.now() - t, text };
   };

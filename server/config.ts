@@ -35,6 +35,22 @@ export interface Config {
   trustProxy: boolean;
   /** Sign-in and tokens (server/auth). */
   auth: AuthConfig;
+  /** Topic-based subscriptions (server/subscriptions). */
+  subscriptions: SubscriptionConfig;
+}
+
+export interface SubscriptionConfig {
+  /**
+   * SUBSCRIPTION_ALLOWED_HOSTS: host names / addresses a rest-hook endpoint may use even when they
+   * are loopback or private (SSRF protection refuses those otherwise).
+   */
+  allowedHosts: string[];
+  /** SUBSCRIPTION_RETRY_ATTEMPTS: rest-hook delivery tries before the dead letter (default 6). */
+  retryAttempts: number;
+  /** SUBSCRIPTION_RETRY_BACKOFF_MS: first retry wait, doubled each time (default 2000). */
+  retryBackoffMs: number;
+  /** SUBSCRIPTION_WS_TOKEN_TTL: websocket binding token lifetime in seconds (default 600). */
+  wsTokenTtl: number;
 }
 
 export interface AuthConfig {
@@ -129,6 +145,15 @@ export function loadConfig(env: Env = process.env): Config {
     authDisabled: bool(env, 'AUTH_DISABLED', false),
     trustProxy: bool(env, 'TRUST_PROXY', false),
     auth: loadAuthConfig(env),
+    subscriptions: {
+      allowedHosts: (env.SUBSCRIPTION_ALLOWED_HOSTS ?? '')
+        .split(',')
+        .map((h) => h.trim().toLowerCase().replace(/^\[|\]$/g, ''))
+        .filter((h) => h !== ''),
+      retryAttempts: int(env, 'SUBSCRIPTION_RETRY_ATTEMPTS', 6, 1, 100),
+      retryBackoffMs: int(env, 'SUBSCRIPTION_RETRY_BACKOFF_MS', 2000, 0, 3_600_000),
+      wsTokenTtl: int(env, 'SUBSCRIPTION_WS_TOKEN_TTL', 600, 1, 86_400),
+    },
   };
 }
 

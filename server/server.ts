@@ -11,6 +11,9 @@ import { AuditLog } from './audit/audit-log.ts';
 import { startAuth, type AuthServer, type DemoAccount } from './auth/index.ts';
 import { Repository } from './fhir/repository.ts';
 import { createHl7Router, startHl7 } from './hl7/index.ts';
+import { findMatches } from './fhir/search/search.ts';
+import { startSubscriptions } from './subscriptions/index.ts';
+import { seedWorkflowDemo, startWorkflow } from './workflow/index.ts';
 import { createApp } from './http/app.ts';
 import type { OutboxRelay } from './jobs/outbox-relay.ts';
 import type { JobQueue } from './jobs/queue.ts';
@@ -97,6 +100,21 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     jobs: jobsRuntime.jobs,
     outbox: jobsRuntime.outbox,
   });
+  // Workflow (consults, referrals, SLA timers) and Subscriptions register outbox listeners and
+  // job handlers before the relay starts, so no event goes to nobody.
+  if (config.seedDemo) {
+    const [hospital] = await findMatches(db, 'Organization', [['identifier', 'urn:wardlink:demo|demo-hospital']], 1);
+    await seedWorkflowDemo({
+      db,
+      fhirBase: `${config.baseUrl}/fhir`,
+      hospital: hospital ? `Organization/${hospital.id}` : undefined,
+      administrator: demo.find((a) => a.role === 'admin')?.fhirUser,
+    });
+  }
+  const workflow = await startWorkflow({ db, log, jobs: jobsRuntime.jobs, fhirBase: `${config.baseUrl}/fhir`, outbox: jobsRuntime.outbox });
+  const subscriptions = await startSubscriptions({ config, db, log, jobs: jobsRuntime.jobs, outbox: jobsRuntime.outbox });
+  // The websocket channel (/fhir/ws) shares the HTTP port.
+  const detachWebsocket = subscriptions.attach(server);
   jobsRuntime.outbox.start();
   ready = true;
 
@@ -125,6 +143,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
           clearTimeout(deadline);
         });
       });
+      detachWebsocket();
+      await subscriptions.stop();
+      await workflow.stop();
       await hl7.stop();
       // Running job handlers and the outbox batch being delivered finish before the pool closes.
       await jobsRuntime.stop();

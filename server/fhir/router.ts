@@ -130,6 +130,24 @@ export function classify(req: FhirRequest): Interaction {
   throw notFound(`No FHIR interaction at /${req.path}`);
 }
 
+/**
+ * Runs before a create / update / patch of one resource type, after the access check: may check
+ * or adjust the request (req.body, req.assignedId) or refuse it by throwing. Subscriptions use it
+ * to record who created a Subscription (its notifications honour that caller's access).
+ */
+export type WriteHook = (ctx: FhirContext, req: FhirRequest, it: Interaction) => Promise<void>;
+const writeHooks = new Map<string, WriteHook[]>();
+const HOOKED_KINDS = new Set<InteractionKind>(['create', 'update', 'conditional-update', 'patch', 'conditional-patch']);
+
+export function registerWriteHook(type: string, hook: WriteHook): void {
+  writeHooks.set(type, [...(writeHooks.get(type) ?? []), hook]);
+}
+
+/** Creates of this type must go through route() (the transaction bulk path skips hooks). */
+export function hasWriteHook(type: string): boolean {
+  return writeHooks.has(type);
+}
+
 export async function route(ctx: FhirContext, req: FhirRequest, options: RouteOptions = {}): Promise<FhirResponse> {
   const it = classify(req);
   if ((it.kind === 'batch' || it.kind === 'transaction') && options.inBundle) {
@@ -141,6 +159,7 @@ export async function route(ctx: FhirContext, req: FhirRequest, options: RouteOp
   ctx = await authorize(ctx, it, req);
   const type = it.type as string;
   const id = it.id as string;
+  if (HOOKED_KINDS.has(it.kind)) for (const hook of writeHooks.get(type) ?? []) await hook(ctx, req, it);
   switch (it.kind) {
     case 'search-system':
       return searchInteraction(ctx, req);

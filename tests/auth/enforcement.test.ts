@@ -3,6 +3,7 @@
 // a request without a token gets 401, and browsers of registered apps pass CORS.
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Patient, ServiceRequest } from '@medplum/fhirtypes';
 import { registerClient } from '../../server/auth/clients.ts';
 import { Browser, makeUser, postForm, startAuthTestServer, type AuthTestServer } from './support.ts';
 
@@ -61,7 +62,7 @@ describe('FHIR API with real tokens', () => {
 
   it("a patient's token reads their own record and is refused another patient's", async () => {
     const alice = await makeUser(srv, 'patient');
-    const other = await srv.repo.create({ resourceType: 'Patient', name: [{ family: 'Other' }] });
+    const other = await srv.repo.create<Patient>({ resourceType: 'Patient', name: [{ family: 'Other' }] });
     const { access_token } = await tokenFor(alice, 'openid fhirUser launch/patient patient/*.rs');
     expect((await get(`Patient/${alice.resourceId}`, access_token)).status).toBe(200);
     const refused = await get(`Patient/${other.id}`, access_token);
@@ -73,9 +74,9 @@ describe('FHIR API with real tokens', () => {
 
   it("an ambulance crew's token sees transport requests but not consults", async () => {
     const crew = await makeUser(srv, 'ambulance-crew');
-    const subject = await srv.repo.create({ resourceType: 'Patient', name: [{ family: 'Carried' }] });
+    const subject = await srv.repo.create<Patient>({ resourceType: 'Patient', name: [{ family: 'Carried' }] });
     const request = (code: string) =>
-      srv.repo.create({
+      srv.repo.create<ServiceRequest>({
         resourceType: 'ServiceRequest',
         status: 'active',
         intent: 'order',

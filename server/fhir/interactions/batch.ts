@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, BundleEntryResponse, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { badRequest, FhirError, toFhirError } from '../outcome.ts';
 import { bodyResource, parsePrefer, type FhirContext, type FhirMethod, type FhirRequest, type FhirResponse } from '../request.ts';
-import { route } from '../router.ts';
+import { hasWriteHook, route } from '../router.ts';
 import { findMatches } from '../search/search.ts';
 import { lockAndMatch, parseCriteria } from './conditional.ts';
 import { writeResponse } from './respond.ts';
@@ -185,6 +185,7 @@ function isPlainCreate(p: Planned): boolean {
     !req.headers.ifNoneExist &&
     !req.path.includes('/') &&
     req.path !== 'Binary' &&
+    !hasWriteHook(req.path) &&
     req.assignedId !== undefined &&
     (req.body as Resource | undefined)?.resourceType === req.path
   );

@@ -1,0 +1,46 @@
+// Topic-based Subscriptions (R4 Backport IG STU 1.1): rest-hook and websocket channels, fed by
+// the outbox relay. server.ts starts it before the relay starts and attaches the websocket
+// endpoint to the HTTP server:
+//   const subscriptions = await startSubscriptions({ config, db, log, jobs, outbox });
+//   subscriptions.attach(server);
+import type { Server } from 'node:http';
+import type { OutboxRelay } from '../jobs/outbox-relay.ts';
+import { setService } from './operations.ts';
+import { SubscriptionService, type SubscriptionDeps } from './service.ts';
+import { loadTopics } from './topics.ts';
+import { WebsocketHub, WS_PATH } from './websocket.ts';
+
+export { WS_PATH };
+
+export interface RunningSubscriptions {
+  service: SubscriptionService;
+  /** Serves the websocket endpoint (WS_PATH) on this HTTP server; returns a detach function. */
+  attach(server: Server): () => void;
+  stop(): Promise<void>;
+}
+
+const started = new WeakMap<OutboxRelay, RunningSubscriptions>();
+
+export async function startSubscriptions(deps: SubscriptionDeps): Promise<RunningSubscriptions> {
+  // One engine per outbox relay (a test harness and server.ts may both ask).
+  const existing = started.get(deps.outbox);
+  if (existing) return existing;
+  loadTopics();
+  const service = new SubscriptionService(deps);
+  const hub = new WebsocketHub(service);
+  service.live = hub;
+  setService(service);
+  await service.start();
+  const running: RunningSubscriptions = {
+    service,
+    attach: (server) => hub.attach(server),
+    async stop() {
+      started.delete(deps.outbox);
+      hub.close();
+      await service.stop();
+      setService(undefined);
+    },
+  };
+  started.set(deps.outbox, running);
+  return running;
+}

@@ -58,6 +58,20 @@ describe('validation', () => {
   });
 });
 
+describe('profiles of the implementation guide', () => {
+  it('enforces a profile from ig/profiles that a resource claims in meta.profile', async () => {
+    const task = { resourceType: 'Task', status: 'requested', intent: 'order' };
+    const claimed = await http('POST', 'Task', {
+      body: { ...task, meta: { profile: ['http://wardlink.org/fhir/StructureDefinition/wardlink-consult-task'] } },
+    });
+    expect(claimed.status).toBe(422);
+    const expressions = claimed.body.issue.flatMap((i: any) => i.expression ?? []);
+    expect(expressions).toEqual(expect.arrayContaining(['Task.businessStatus', 'Task.code', 'Task.focus']));
+    // The same resource without the claim is valid R4.
+    expect((await http('POST', 'Task', { body: task })).status).toBe(201);
+  });
+});
+
 describe('$validate', () => {
   it('validates a posted resource at type level without storing it', async () => {
     const bad = await http('POST', 'Patient/$validate', { body: { resourceType: 'Patient', gender: 5 } });

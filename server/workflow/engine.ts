@@ -275,6 +275,8 @@ function recipientsFor(event: WorkflowEvent, task: Task, sla: DepartmentSla, act
       return uniq([...extra, requester, owner], actor);
     case 'reprioritized':
       return uniq([owner, sla.head], actor);
+    case 'cancelled':
+      return uniq([requester, owner !== dept ? owner : undefined, ...extra], actor);
     default:
       return uniq([requester, owner !== dept ? owner : undefined], actor);
   }
@@ -422,6 +424,22 @@ export interface ActionInput {
   priority?: Priority;
 }
 
+/**
+ * Runs a workflow change in one transaction, again (from a fresh read) when a concurrent writer
+ * changed the Task between our read and our conditional update (412 from the If-Match): two
+ * changes to one Task serialise instead of failing the later one. The state machine is checked
+ * again on the new state, so an action the other change made illegal still answers 409.
+ */
+async function inTransaction<T>(repo: Repository, fn: (repo: Repository) => Promise<T>, attempts = 4): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await repo.transaction(fn);
+    } catch (e) {
+      if (!(e instanceof FhirError) || e.status !== 412 || i >= attempts) throw e;
+    }
+  }
+}
+
 function conflictWithAllowed(message: string, allowed: string[]): FhirError {
   const oo = outcome('error', 'business-rule', message);
   oo.issue[0].details = { text: allowed.length ? `Allowed transitions: ${allowed.join(', ')}` : 'No transition is allowed' };
@@ -449,7 +467,7 @@ export async function applyAction(ctx: FhirContext, taskId: string, action: Acti
   if (ctx.access) ctx.access.check('Task', 'u');
   const now = runtime.now();
   let slaUsed: DepartmentSla | undefined;
-  const result = await ctx.repo.transaction(async (repo) => {
+  const result = await inTransaction(ctx.repo, async (repo) => {
     const tctx: FhirContext = { ...ctx, repo };
     const { task, version, workflow } = await loadTask(ctx, repo, taskId);
     const seed = seedOf(task);
@@ -498,6 +516,8 @@ export async function applyAction(ctx: FhirContext, taskId: string, action: Acti
         break;
       case 'cancel':
         if (input.reason) next.statusReason = { text: input.reason };
+        // Nobody has claimed it yet: the department (and its head) that was told of it hears it is withdrawn.
+        if (task.status !== 'draft' && stripBase(task.owner?.reference, ctx.fhirBase) === departmentOf(task)) extraRecipients.push(...uniq([departmentOf(task), sla.head]));
         if (sr) srChange = { ...sr, status: 'revoked' };
         break;
       case 'send':
@@ -585,7 +605,7 @@ export async function addNote(ctx: FhirContext, taskId: string, text: string): P
     ctx.access.check('Communication', 'c');
   }
   const now = runtime.now();
-  const result = await ctx.repo.transaction(async (repo) => {
+  const result = await inTransaction(ctx.repo, async (repo) => {
     const tctx: FhirContext = { ...ctx, repo };
     const { task, version, workflow } = await loadTask(ctx, repo, taskId);
     if (TERMINAL.has(task.status as TaskStatus) || task.status === 'draft') {
@@ -680,7 +700,8 @@ export async function escalateIfOverdue(ctx: FhirContext, taskId: string): Promi
   const now = runtime.now();
   let reschedule: Task | undefined;
   let sla: DepartmentSla | undefined;
-  const result = await ctx.repo.transaction(async (repo): Promise<EscalationResult> => {
+  const result = await inTransaction(ctx.repo, async (repo): Promise<EscalationResult> => {
+    reschedule = undefined;
     const stored = await repo.readVersion('Task', taskId).catch(() => undefined);
     if (!stored || stored.deleted) return 'gone';
     const task = JSON.parse(stored.json as string) as Task;

@@ -10,6 +10,11 @@ export interface Config {
   databaseUrl?: string;
   /** Absent: run jobs in-process. */
   redisUrl?: string;
+  /**
+   * WARDLINK_REDIS_PREFIX: namespace of every BullMQ key in Redis (default "wardlink"). Lets
+   * several deployments (or test runs) share one Redis without seeing each other's jobs.
+   */
+  redisPrefix: string;
   dataDir: string;
   hl7Port: number;
   /** Start the HL7 v2 MLLP listener (default on). */
@@ -113,6 +118,13 @@ function bool(env: Env, name: string, def: boolean): boolean {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 }
 
+function redisPrefix(env: Env): string {
+  const raw = env.WARDLINK_REDIS_PREFIX?.trim();
+  if (!raw) return 'wardlink';
+  if (!/^[A-Za-z0-9\-_.:]{1,64}$/.test(raw)) throw new ConfigError('WARDLINK_REDIS_PREFIX may use letters, digits and - _ . : (at most 64)');
+  return raw;
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export function loadConfig(env: Env = process.env): Config {
@@ -132,6 +144,7 @@ export function loadConfig(env: Env = process.env): Config {
     baseUrl,
     databaseUrl,
     redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisPrefix: redisPrefix(env),
     dataDir: env.DATA_DIR?.trim() || './data',
     hl7Port: int(env, 'HL7_PORT', 2575, 0, 65535),
     hl7Enabled: bool(env, 'HL7_ENABLED', true),

@@ -16,10 +16,10 @@ export interface JobsRuntime {
 }
 
 export interface JobsRuntimeOptions {
-  config: Pick<Config, 'redisUrl'>;
+  config: Pick<Config, 'redisUrl'> & Partial<Pick<Config, 'redisPrefix'>>;
   db: Db;
   log: Logger;
-  /** BullMQ key prefix (default "wardlink"). */
+  /** BullMQ key prefix (default: config.redisPrefix, else "wardlink"). */
   redisPrefix?: string;
   outbox?: Omit<OutboxRelayOptions, 'db' | 'log'>;
   /**
@@ -37,7 +37,7 @@ export interface JobsRuntimeOptions {
 export function startJobs(options: JobsRuntimeOptions): JobsRuntime {
   const log = options.log.child({ component: 'jobs' });
   const jobs: JobQueue = options.config.redisUrl
-    ? createBullmqQueue({ redisUrl: options.config.redisUrl, log, prefix: options.redisPrefix })
+    ? createBullmqQueue({ redisUrl: options.config.redisUrl, log, prefix: options.redisPrefix ?? options.config.redisPrefix })
     : createInProcessQueue({ db: options.db, log });
   const outbox = createOutboxRelay({
     exclusive: options.embeddedDatabase ?? false,

@@ -67,6 +67,13 @@ export interface OutboxRelayOptions {
    * single connection the relay shares with every request. Never set it with several processes.
    */
   exclusive?: boolean;
+  /**
+   * TEST HOOK ONLY (tests/subscriptions/crash.test.ts): rows are not delivered until they are
+   * this old, which opens a window between a commit and its delivery in which a test can kill
+   * the process. Default: the environment variable WARDLINK_TEST_HOLD_OUTBOX_MS, else 0 (off).
+   * Never set it in production.
+   */
+  testHoldMs?: number;
 }
 
 interface OutboxRow {
@@ -108,6 +115,7 @@ export class OutboxRelay {
   private readonly retentionMs: number;
   private readonly pruneEveryMs: number;
   private readonly exclusive: boolean;
+  private readonly claimable: string;
   private readonly owner = randomUUID();
   private readonly listeners = new Set<ResourceEventListener>();
   private loop: Promise<void> | undefined;
@@ -128,6 +136,9 @@ export class OutboxRelay {
     this.retentionMs = options.retentionMs ?? 24 * 3600_000;
     this.pruneEveryMs = options.pruneEveryMs ?? 60_000;
     this.exclusive = options.exclusive ?? false;
+    const hold = Math.max(0, Math.floor(options.testHoldMs ?? (Number(process.env.WARDLINK_TEST_HOLD_OUTBOX_MS) || 0)));
+    if (hold > 0) this.log.warn({ holdMs: hold }, 'TEST HOOK: outbox delivery held (WARDLINK_TEST_HOLD_OUTBOX_MS)');
+    this.claimable = hold > 0 ? `${CLAIMABLE} AND c.created_at < clock_timestamp() - ${hold} ${MS}` : CLAIMABLE;
   }
 
   /** Registers a listener for every resource event; returns a function that unregisters it. */
@@ -247,7 +258,7 @@ export class OutboxRelay {
       await tx.query(`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`);
       const res = await tx.query<OutboxRow>(
         `UPDATE outbox o SET claimed_by = $1, claimed_until = clock_timestamp() + $2 ${MS}, attempts = o.attempts + 1
-         FROM (SELECT c.id FROM outbox c WHERE ${CLAIMABLE} ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED) pick
+         FROM (SELECT c.id FROM outbox c WHERE ${this.claimable} ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED) pick
          WHERE o.id = pick.id
          RETURNING ${COLUMNS('o')}`,
         [this.owner, this.leaseMs, this.batchSize],
@@ -259,7 +270,7 @@ export class OutboxRelay {
   /** The next batch when this relay is the only one (exclusive): no lease to write. */
   private async peek(): Promise<OutboxRow[]> {
     const res = await this.db.query<OutboxRow>(
-      `SELECT ${COLUMNS('c', 1)} FROM outbox c WHERE ${CLAIMABLE} ORDER BY c.id LIMIT $1`,
+      `SELECT ${COLUMNS('c', 1)} FROM outbox c WHERE ${this.claimable} ORDER BY c.id LIMIT $1`,
       [this.batchSize],
     );
     return res.rows;

@@ -5,6 +5,7 @@
 //   subscriptions.attach(server);
 import type { Server } from 'node:http';
 import type { OutboxRelay } from '../jobs/outbox-relay.ts';
+import { startRedisFanout, type Fanout } from './fanout.ts';
 import { setService } from './operations.ts';
 import { SubscriptionService, type SubscriptionDeps } from './service.ts';
 import { loadTopics } from './topics.ts';
@@ -29,6 +30,18 @@ export async function startSubscriptions(deps: SubscriptionDeps): Promise<Runnin
   const service = new SubscriptionService(deps);
   const hub = new WebsocketHub(service);
   service.live = hub;
+  // Several processes: events relayed by any reach websocket clients of every one (fanout.ts).
+  let fanout: Fanout | undefined;
+  if (deps.config.redisUrl) {
+    const log = deps.log.child({ component: 'subscriptions' });
+    const f = await startRedisFanout(deps.config.redisUrl, hub, log, {
+      channel: `${deps.config.redisPrefix}:subscription-events`,
+      onRefresh: (id) => void service.refreshRegistry(id).catch((err: unknown) => log.warn({ err, id }, 'subscription registry refresh failed')),
+    });
+    service.live = f;
+    service.announce = (id) => f.announce(id);
+    fanout = f;
+  }
   setService(service);
   await service.start();
   const running: RunningSubscriptions = {
@@ -37,6 +50,7 @@ export async function startSubscriptions(deps: SubscriptionDeps): Promise<Runnin
     async stop() {
       started.delete(deps.outbox);
       hub.close();
+      await fanout?.close();
       await service.stop();
       setService(undefined);
     },

@@ -2,7 +2,7 @@
 // numbered notification events for the subscriptions whose topic, filters and owner's access it
 // meets, and delivers them: rest-hook through the job queue (one cursor job per subscription, so
 // order is kept and retries back off), websocket through the hub (websocket.ts).
-import { matchesSearchRequest, parseSearchRequest } from '@medplum/core';
+import { matchesSearchRequest, parseSearchRequest, type SearchRequest } from '@medplum/core';
 import type { Resource, Subscription } from '@medplum/fhirtypes';
 import { AccessPolicy, isUnrestricted } from '../auth/access.ts';
 import type { AuthContext } from '../auth/context.ts';
@@ -17,6 +17,7 @@ import type { Job, JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../logger.ts';
 import { readSubscription, type SubscriptionConfig } from './model.ts';
 import { notificationBundle, type EventRow, type NotificationType, type StatusInfo } from './notification.ts';
+import { EventValues, mayMatch } from './prefilter.ts';
 import { endpointRefusal } from './ssrf.ts';
 import { topicFires } from './topics.ts';
 
@@ -52,13 +53,20 @@ interface StateRow {
 
 const EVENT_COLUMNS = `event_number::text AS "eventNumber", ${instantSql('at')} AS at, focus_type AS "focusType", focus_id AS "focusId", focus_version AS "focusVersion", action`;
 
+/** A filter's search parameters apart from _type, and its _type values (computed once per filter). */
+const splitFilters = new WeakMap<SubscriptionConfig['filters'][number], { params: [string, string][]; types: string[] }>();
+
 export class SubscriptionService {
   readonly deps: SubscriptionDeps;
   readonly log: Logger;
   readonly subs = new Map<string, Entry>();
   /** Subscription ids by resource type their topic fires on ('*': any). */
   private byType = new Map<string, Set<string>>();
+  /** Parsed filter criteria ("Type?query" -> request, null when unparsable): parsed once, not per event. */
+  private readonly parsedFilters = new Map<string, SearchRequest | null>();
   live: LivePush | undefined;
+  /** Called after this process refreshed a Subscription from its outbox event (fanout.ts tells the other processes). */
+  announce: ((id: string) => void) | undefined;
   private timers: NodeJS.Timeout[] = [];
   private unlisten: (() => void) | undefined;
   private stopped = false;
@@ -146,6 +154,22 @@ export class SubscriptionService {
 
   /** A Subscription changed: refresh it, and start its handshake when it was (re)requested. */
   private async refresh(id: string): Promise<void> {
+    try {
+      await this.refreshHere(id);
+    } finally {
+      this.announce?.(id);
+    }
+  }
+
+  /** Another process refreshed a Subscription: update this registry only (no handshake, no status change). */
+  async refreshRegistry(id: string): Promise<void> {
+    const v = await this.repo().readVersion('Subscription', id).catch(() => undefined);
+    const sub = v && !v.deleted && v.json ? (JSON.parse(v.json) as Subscription) : undefined;
+    if (!sub || (sub.status !== 'requested' && sub.status !== 'active')) return this.remove(id);
+    this.put(sub, (await this.state(id))?.owner ?? undefined);
+  }
+
+  private async refreshHere(id: string): Promise<void> {
     const repo = this.repo();
     const v = await repo.readVersion('Subscription', id).catch(() => undefined);
     if (!v || v.deleted || !v.json) {
@@ -230,6 +254,8 @@ export class SubscriptionService {
     };
 
     const matched: string[] = [];
+    let values: EventValues | undefined; // the focus's search values, shared by all candidates
+    const firing = new Map<SubscriptionConfig['topic'], boolean>(); // a topic fires or not once per event
     for (const id of candidates) {
       const entry = this.subs.get(id);
       if (!entry || (entry.cfg.status !== 'active' && entry.cfg.status !== 'requested')) continue;
@@ -237,10 +263,16 @@ export class SubscriptionService {
       const cfg = entry.cfg;
       const needsPrevious = e.action !== 'create' && cfg.topic.triggers.some((t) => t.query?.previous || t.fhirPath);
       const prev = needsPrevious || e.action === 'delete' ? await loadPrevious() : undefined;
-      if (!topicFires(cfg.topic, e.resourceType, e.action, current, prev)) continue;
+      let fires = firing.get(cfg.topic);
+      if (fires === undefined) {
+        fires = topicFires(cfg.topic, e.resourceType, e.action, current, prev);
+        firing.set(cfg.topic, fires);
+      }
+      if (!fires) continue;
       const focus = current ?? prev;
       if (!focus) continue;
-      if (!this.filtersMatch(cfg, focus)) continue;
+      values ??= new EventValues(focus);
+      if (!this.filtersMatch(cfg, focus, values)) continue;
       if (!(await this.mayRead(entry.owner, focus))) continue;
       matched.push(id);
     }
@@ -272,16 +304,35 @@ export class SubscriptionService {
     }
   }
 
-  private filtersMatch(cfg: SubscriptionConfig, focus: Resource): boolean {
+  private filtersMatch(cfg: SubscriptionConfig, focus: Resource, values = new EventValues(focus)): boolean {
     for (const f of cfg.filters) {
       if (f.type && f.type !== focus.resourceType) return false;
-      const params = f.params.filter(([k]) => k !== '_type');
-      const types = f.params.filter(([k]) => k === '_type').flatMap(([, v]) => v.split(','));
+      let split = splitFilters.get(f);
+      if (!split) {
+        split = {
+          params: f.params.filter(([k]) => k !== '_type'),
+          types: f.params.filter(([k]) => k === '_type').flatMap(([, v]) => v.split(',')),
+        };
+        splitFilters.set(f, split);
+      }
+      const { params, types } = split;
       if (types.length && !types.includes(focus.resourceType)) return false;
       if (params.length === 0) continue;
+      if (!mayMatch(params, values)) return false;
+      const key = `${focus.resourceType}?${new URLSearchParams(params).toString()}`;
+      let request = this.parsedFilters.get(key);
+      if (request === undefined) {
+        try {
+          request = parseSearchRequest(key);
+        } catch {
+          request = null;
+        }
+        if (this.parsedFilters.size >= 50_000) this.parsedFilters.clear();
+        this.parsedFilters.set(key, request);
+      }
+      if (!request) return false;
       try {
-        const q = new URLSearchParams(params).toString();
-        if (!matchesSearchRequest(focus, parseSearchRequest(`${focus.resourceType}?${q}`))) return false;
+        if (!matchesSearchRequest(focus, request)) return false;
       } catch {
         return false;
       }

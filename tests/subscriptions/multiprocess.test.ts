@@ -4,11 +4,10 @@
 // relayed by whichever process claims it). Writes go to A, so with two relays polling, about
 // half of the events are relayed by A: without the Redis fan-out they would never reach B's socket.
 // Needs DATABASE_URL (children cannot share an in-memory PGlite) and a Redis.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { repoRoot } from '../support/fhir.ts';
+import { startServerProcess, stopServerProcesses, type ServerProcess } from '../support/server-process.ts';
 import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
 import { testRedisUrl, uniquePrefix } from '../jobs/support.ts';
 import { statusOf, subscription, waitFor } from './harness.ts';
@@ -23,46 +22,17 @@ if (skipReason) console.warn(`tests/subscriptions/multiprocess.test.ts skipped: 
 
 const prefix = uniquePrefix();
 let database: TestDatabase | undefined;
-const children = new Set<ChildProcess>();
 
-interface Proc {
-  child: ChildProcess;
-  fhirBase: string;
-  origin: string;
-}
+type Proc = ServerProcess;
 
-async function startProcess(name: string): Promise<Proc> {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
+function startProcess(name: string): Promise<Proc> {
+  return startServerProcess(name, {
     DATABASE_URL: database!.connectionString,
     REDIS_URL: redisUrl,
     WARDLINK_REDIS_PREFIX: prefix,
-    PORT: '0',
-    HOST: '127.0.0.1',
-    HL7_PORT: '0',
-    SEED_DEMO: 'false',
-    LOG_LEVEL: 'info',
-    DB_POOL_SIZE: '5',
-    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
-    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
     SUBSCRIPTION_ALLOWED_HOSTS: '127.0.0.1',
-  };
-  delete env.BASE_URL; // vitest sets BASE_URL=/ (Vite's)
-  delete env.WARDLINK_TEST_HOLD_OUTBOX_MS;
-  const child = spawn(process.execPath, ['server/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const deadline = Date.now() + 60_000;
-  let m: RegExpMatchArray | null;
-  while (!(m = out.replace(/\u001b\[[0-9;]*m/g, '').match(/FHIR base: (http:\/\/\S+\/fhir)/))) {
-    if (child.exitCode !== null) throw new Error(`${name} exited: ${out}`);
-    if (Date.now() > deadline) throw new Error(`${name} did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { child, fhirBase: m[1], origin: new URL(m[1]).origin };
+    WARDLINK_TEST_HOLD_OUTBOX_MS: undefined,
+  });
 }
 
 beforeAll(async () => {
@@ -70,15 +40,7 @@ beforeAll(async () => {
   database = await createTestDatabase();
 });
 afterAll(async () => {
-  await Promise.all(
-    [...children].map(
-      (c) =>
-        new Promise((resolve) => {
-          c.once('exit', resolve);
-          c.kill('SIGTERM');
-        }),
-    ),
-  );
+  await stopServerProcesses();
   await database?.drop();
 });
 

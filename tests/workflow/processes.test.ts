@@ -9,7 +9,6 @@
 // database (client-credentials tokens carry no clinician role); the servers see the Task through
 // the outbox and schedule its timer, exactly as for a Task created over HTTP.
 // Needs DATABASE_URL (child processes cannot share an in-memory PGlite) and a Redis.
-import { spawn, type ChildProcess } from 'node:child_process';
 import type { Organization, Resource, Task } from '@medplum/fhirtypes';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,7 +22,7 @@ import { createLogger } from '../../server/logger.ts';
 import { createRequest, dueOf, escalationLevel, SLA_QUEUE, slaJobId } from '../../server/workflow/engine.ts';
 import { EXT_DEPARTMENT_SLA, WORKFLOW_STATUS_SYSTEM } from '../../server/workflow/model.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { repoRoot } from '../support/fhir.ts';
+import { startServerProcess, stopServerProcesses, type ServerProcess } from '../support/server-process.ts';
 import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
 import { testRedisUrl, uniquePrefix } from '../jobs/support.ts';
 
@@ -43,52 +42,15 @@ let db: Db;
 let trusted: FhirContext;
 let inspector: BullmqJobQueue;
 const ids: Record<string, string> = {};
-const children = new Set<ChildProcess>();
 
-interface Proc {
-  child: ChildProcess;
-  url: string;
-  output: () => string;
-}
+type Proc = ServerProcess;
 
-async function startProcess(name: string): Promise<Proc> {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    DATABASE_URL: database.connectionString,
-    REDIS_URL: redisUrl,
-    WARDLINK_REDIS_PREFIX: prefix,
-    PORT: '0',
-    HOST: '127.0.0.1',
-    HL7_PORT: '0',
-    SEED_DEMO: 'false',
-    LOG_LEVEL: 'info',
-    DB_POOL_SIZE: '5',
-    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
-    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
-  };
-  delete env.BASE_URL; // vitest sets BASE_URL=/ (Vite's)
-  const child = spawn(process.execPath, ['server/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const deadline = Date.now() + 60_000;
-  let m: RegExpMatchArray | null;
-  while (!(m = out.match(/FHIR base: (http:\/\/\S+)\/fhir/))) {
-    if (child.exitCode !== null) throw new Error(`${name} exited: ${out}`);
-    if (Date.now() > deadline) throw new Error(`${name} did not start: ${out}`);
-    await sleep(100);
-  }
-  return { child, url: m[1], output: () => out };
+function startProcess(name: string): Promise<Proc> {
+  return startServerProcess(name, { DATABASE_URL: database.connectionString, REDIS_URL: redisUrl, WARDLINK_REDIS_PREFIX: prefix });
 }
 
 function kill(p: Proc, signal: NodeJS.Signals): Promise<void> {
-  if (p.child.exitCode !== null || p.child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    p.child.once('exit', () => resolve());
-    p.child.kill(signal);
-  });
+  return p.kill(signal);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -177,10 +139,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (skipReason) return;
-  await Promise.all([...children].map((child) => new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGKILL');
-  })));
+  await stopServerProcesses();
   await inspector?.close();
   // Leave nothing behind in the shared Redis.
   const redis = new Redis(redisUrl!);
@@ -221,8 +180,8 @@ describe.skipIf(!!skipReason)('SLA timers across server processes (Postgres + Re
     expect(escalationLevel(await readTask(task.id!))).toBe(1);
     expect(await escalations(task.id!)).toBe(1);
     // And the restarted server serves the escalated Task over HTTP.
-    const token = await systemToken(second.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
-    const res = await fetch(`${second.url}/fhir/Task/${task.id}`, { headers: { authorization: `Bearer ${token}` } });
+    const token = await systemToken(second.origin, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
+    const res = await fetch(`${second.origin}/fhir/Task/${task.id}`, { headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(200);
     expect(seedOf((await res.json()) as Task)).toBe('ESCALATED');
     await kill(second, 'SIGTERM');

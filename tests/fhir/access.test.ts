@@ -9,11 +9,10 @@ import type { AuthContext } from '../../server/auth/context.ts';
 import { migrate } from '../../server/db/migrate.ts';
 import { createDb, type Db } from '../../server/db/pool.ts';
 import { loadDefinitions } from '../../server/fhir/definitions.ts';
-import { FhirError } from '../../server/fhir/outcome.ts';
 import { Repository } from '../../server/fhir/repository.ts';
-import type { FhirContext, FhirRequest } from '../../server/fhir/request.ts';
-import { route } from '../../server/fhir/router.ts';
+import type { FhirContext } from '../../server/fhir/request.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { call } from '../support/route.ts';
 
 const BASE = 'http://test.local/fhir';
 const CAT = 'http://wardlink.org/fhir/CodeSystem/request-category';
@@ -25,19 +24,6 @@ const ids: Record<string, string> = {};
 function ctxFor(auth: Partial<AuthContext> & { scopes: string[] }): FhirContext {
   const full: AuthContext = { subject: 'u1', clientId: 'c1', jti: 'j1', ...auth };
   return { ...admin, access: new AccessPolicy(full) };
-}
-
-async function call(ctx: FhirContext, method: FhirRequest['method'], path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const [p, q] = path.split('?');
-  const req: FhirRequest = { method, path: p, query: q ? [...new URLSearchParams(q).entries()] : [], headers: {}, body };
-  try {
-    const res = await route(ctx, req);
-    const b = res.body && 'json' in res.body && !('resourceType' in res.body) ? JSON.parse(res.body.json) : res.body;
-    return { status: res.status, body: b };
-  } catch (e) {
-    if (e instanceof FhirError) return { status: e.status, body: e.outcome };
-    throw e;
-  }
 }
 
 const idsIn = (bundle: any, type?: string) =>

@@ -300,15 +300,27 @@ async function findPatients(s: AuthServices, q: string): Promise<PatientChoice[]
     .map((r) => ({ id: r.id as string, name: displayName(r.name), birthDate: r.birthDate }));
 }
 
+/**
+ * The checks every form step of a pending authorization (patient picker, consent) starts with:
+ * the request is still pending, the form is ours (CSRF), the user is signed in. Answers the
+ * request itself and returns undefined when one fails.
+ */
+async function pendingStepForm(s: AuthServices, ctx: Context) {
+  const form = await readForm(ctx).catch(() => new URLSearchParams());
+  const requestId = form.get('request') ?? '';
+  const p = await loadRequest(s, requestId);
+  if (!p) return void expired(ctx);
+  if (!csrfValid(ctx, form.get('csrf'))) return void errorPage(ctx, 403, 'Form expired', 'The form has expired. Go back and try again.');
+  const session = await requireSession(s, ctx);
+  if (!session) return void redirectWith(ctx, `${s.config.baseUrl}/oauth2/signin`, { request: requestId }, 303);
+  return { form, requestId, p, session };
+}
+
 export function pickerPost(s: AuthServices) {
   return async (ctx: Context) => {
-    const form = await readForm(ctx).catch(() => new URLSearchParams());
-    const requestId = form.get('request') ?? '';
-    const p = await loadRequest(s, requestId);
-    if (!p) return expired(ctx);
-    if (!csrfValid(ctx, form.get('csrf'))) return errorPage(ctx, 403, 'Form expired', 'The form has expired. Go back and try again.');
-    const session = await requireSession(s, ctx);
-    if (!session) return redirectWith(ctx, `${s.config.baseUrl}/oauth2/signin`, { request: requestId }, 303);
+    const step = await pendingStepForm(s, ctx);
+    if (!step) return;
+    const { form, requestId, p } = step;
     const patientId = form.get('patient') ?? '';
     try {
       await repo(s).read('Patient', patientId);
@@ -350,13 +362,9 @@ export function consentGet(s: AuthServices) {
 
 export function consentPost(s: AuthServices) {
   return async (ctx: Context) => {
-    const form = await readForm(ctx).catch(() => new URLSearchParams());
-    const requestId = form.get('request') ?? '';
-    const p = await loadRequest(s, requestId);
-    if (!p) return expired(ctx);
-    if (!csrfValid(ctx, form.get('csrf'))) return errorPage(ctx, 403, 'Form expired', 'The form has expired. Go back and try again.');
-    const session = await requireSession(s, ctx);
-    if (!session) return redirectWith(ctx, `${s.config.baseUrl}/oauth2/signin`, { request: requestId }, 303);
+    const step = await pendingStepForm(s, ctx);
+    if (!step) return;
+    const { form, requestId, p } = step;
     if (form.get('decision') !== 'allow') {
       await s.db.query('DELETE FROM auth_request WHERE id = $1', [requestId]);
       return redirectWith(ctx, p.redirectUri, { error: 'access_denied', error_description: 'The user denied access', state: p.state }, 303);

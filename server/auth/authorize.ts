@@ -7,6 +7,7 @@ import type { Patient, RelatedPerson, HumanName } from '@medplum/fhirtypes';
 import type { Context } from 'koa';
 import { Repository } from '../fhir/repository.ts';
 import { search } from '../fhir/search/search.ts';
+import { AccessPolicy } from './access.ts';
 import { getClient, type ClientRecord } from './clients.ts';
 import { OAuthError } from './errors.ts';
 import { consentPage, csrfValid, errorPage, pickerPage, signInPage, type PatientChoice } from './pages.ts';
@@ -283,15 +284,24 @@ export function pickerGet(s: AuthServices) {
     if (!session) return redirectWith(ctx, `${s.config.baseUrl}/oauth2/signin`, { request: requestId });
     const client = (await getClient(s.db, p.clientId)) as ClientRecord;
     const q = String(ctx.query.q ?? '').slice(0, 100);
-    pickerPage(ctx, { request: requestId, q, patients: await findPatients(s, q), clientName: client?.name ?? p.clientId });
+    pickerPage(ctx, { request: requestId, q, patients: await findPatients(s, session, { name: q }), clientName: client?.name ?? p.clientId });
   };
 }
 
-async function findPatients(s: AuthServices, q: string): Promise<PatientChoice[]> {
+/**
+ * The patients the signed-in user may pick: the access rules of a user-level Patient search
+ * (access.ts: a clinician sees their organisation's patients, not every patient on the server).
+ */
+async function findPatients(s: AuthServices, session: Session, by: { name?: string; id?: string }): Promise<PatientChoice[]> {
   const params: [string, string][] = [['_count', '20']];
-  if (q.trim()) params.push(['name', q.trim()]);
+  if (by.name?.trim()) params.push(['name', by.name.trim()]);
+  if (by.id !== undefined) params.push(['_id', by.id]);
+  const u = session.user;
+  const policy = new AccessPolicy({ subject: u.id, clientId: '', scopes: ['user/Patient.rs'], fhirUser: u.fhirUser, role: u.role, organization: u.organization, jti: '' });
+  const restriction = policy.check('Patient', 's');
   const fhirBase = `${s.config.baseUrl}/fhir`;
-  const bundle = JSON.parse(await search(s.db, { resourceType: 'Patient', params }, { fhirBase, defaultCount: 20, maxCount: 50, strict: false })) as {
+  const access = (type: string) => (type === 'Patient' ? restriction : undefined);
+  const bundle = JSON.parse(await search(s.db, { resourceType: 'Patient', params }, { fhirBase, defaultCount: 20, maxCount: 50, strict: false, access })) as {
     entry?: { resource?: Patient }[];
   };
   return (bundle.entry ?? [])
@@ -320,13 +330,13 @@ export function pickerPost(s: AuthServices) {
   return async (ctx: Context) => {
     const step = await pendingStepForm(s, ctx);
     if (!step) return;
-    const { form, requestId, p } = step;
+    const { form, requestId, p, session } = step;
     const patientId = form.get('patient') ?? '';
-    try {
-      await repo(s).read('Patient', patientId);
-    } catch {
+    // Only a patient the picker would have listed for this user (a forged form can't widen it).
+    const allowed = /^[A-Za-z0-9\-.]{1,64}$/.test(patientId) && (await findPatients(s, session, { id: patientId })).length === 1;
+    if (!allowed) {
       const client = await getClient(s.db, p.clientId);
-      return pickerPage(ctx, { request: requestId, q: '', patients: await findPatients(s, ''), clientName: client?.name ?? p.clientId, error: 'Choose a patient from the list.' });
+      return pickerPage(ctx, { request: requestId, q: '', patients: await findPatients(s, session, {}), clientName: client?.name ?? p.clientId, error: 'Choose a patient from the list.' });
     }
     p.patient = patientId;
     await saveRequest(s, requestId, p);

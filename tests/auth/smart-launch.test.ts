@@ -164,6 +164,32 @@ describe('standalone launch', () => {
     expect(client.getFhirUser()).toBe(patientUser.fhirUser);
   });
 
+  it("the picker lists only the patients of the clinician's organisation, and a forged choice of another is refused", async () => {
+    const orgA = (await srv.repo.create({ resourceType: 'Organization', name: 'Picker Hospital A' })).id as string;
+    const orgB = (await srv.repo.create({ resourceType: 'Organization', name: 'Picker Hospital B' })).id as string;
+    const family = `Pickorg${Date.now()}`;
+    const ours = await srv.repo.create<Patient>({ resourceType: 'Patient', name: [{ family, given: ['Ours'] }], managingOrganization: { reference: `Organization/${orgA}` } });
+    const theirs = await srv.repo.create<Patient>({ resourceType: 'Patient', name: [{ family, given: ['Theirs'] }], managingOrganization: { reference: `Organization/${orgB}` } });
+    const doctorA = await makeUser(srv, 'clinician', { organization: `Organization/${orgA}` });
+
+    const { req, res } = appRequest(`${APP}/launch`);
+    await smart(req, res, new MemoryStorage()).authorize({ clientId: 'test-app', scope: 'launch/patient openid fhirUser patient/*.rs', redirectUri: REDIRECT, iss: srv.fhirBase, pkceMode: 'required' });
+    const browser = new Browser(srv.baseUrl);
+    const picker = await browser.authorize(res.location as string, doctorA);
+    expect(picker.html).toContain('action="/oauth2/pick-patient"');
+    const searched = await browser.get(`${srv.baseUrl}/oauth2/pick-patient?request=${encodeURIComponent((await import('./support.ts')).formFields(picker.html, '/oauth2/pick-patient').request)}&q=${family}`);
+    expect(searched.html).toContain(ours.id as string);
+    expect(searched.html).not.toContain(theirs.id as string);
+
+    // Posting the other organisation's patient id by hand gets the picker back with an error.
+    const forged = await browser.submit(searched, '/oauth2/pick-patient', { patient: theirs.id as string });
+    expect(forged.location).toBeUndefined();
+    expect(forged.html).toContain('Choose a patient from the list.');
+    const chosen = await browser.submit(forged, '/oauth2/pick-patient', { patient: ours.id as string });
+    const done = chosen.location ? chosen : await browser.submit(chosen, '/oauth2/consent', { decision: 'allow' });
+    expect(done.location?.startsWith(REDIRECT)).toBe(true);
+  });
+
   it('the sign-in page is plain HTML with a CSRF-protected form and safe cookies', async () => {
     const { req, res } = appRequest(`${APP}/launch`);
     await smart(req, res, new MemoryStorage()).authorize({ clientId: 'test-app', scope: 'openid fhirUser user/*.rs', redirectUri: REDIRECT, iss: srv.fhirBase });

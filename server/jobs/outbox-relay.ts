@@ -17,6 +17,11 @@
 //   wait and be redelivered to every listener, with exponential backoff; after maxAttempts the
 //   event is set aside (processed, last_error kept) so one poison event cannot block a resource
 //   forever. Listeners should be quick and hand slow work (HTTP delivery...) to the job queue.
+// - Batch listeners (onResourceBatch) get all events of a batch at once, in id order, so they
+//   can do their work with a few queries per batch rather than per event (subscriptions match
+//   a batch against every Subscription and number the matches in one statement). They run
+//   beside the per-event listeners; one that throws makes the whole batch wait and be
+//   redelivered (to every listener) as above.
 //
 // Wake-up is by polling (pollMs, default 100 ms; a full batch loops at once). LISTEN/NOTIFY is
 // left out on purpose: NOTIFY takes a database-wide lock at every commit that sends one, which
@@ -43,6 +48,9 @@ export interface ResourceEvent {
 }
 
 export type ResourceEventListener = (event: ResourceEvent) => void | Promise<void>;
+
+/** Gets every event of a batch at once, in outbox id order (so in order per resource). */
+export type ResourceBatchListener = (events: readonly ResourceEvent[]) => void | Promise<void>;
 
 export interface OutboxRelayOptions {
   db: Db;
@@ -118,6 +126,7 @@ export class OutboxRelay {
   private readonly claimable: string;
   private readonly owner = randomUUID();
   private readonly listeners = new Set<ResourceEventListener>();
+  private readonly batchListeners = new Set<ResourceBatchListener>();
   private loop: Promise<void> | undefined;
   private stopped = true;
   private sleeping: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
@@ -145,6 +154,12 @@ export class OutboxRelay {
   onResourceEvent(listener: ResourceEventListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Registers a listener for whole batches (see the header); returns a function that unregisters it. */
+  onResourceBatch(listener: ResourceBatchListener): () => void {
+    this.batchListeners.add(listener);
+    return () => this.batchListeners.delete(listener);
   }
 
   /**
@@ -195,61 +210,84 @@ export class OutboxRelay {
     if (rows.length === 0) return 0;
     rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
 
-    const done: string[] = [];
+    const events: ResourceEvent[] = rows.map((row) => ({
+      eventId: row.id,
+      resourceType: row.resource_type,
+      resourceId: row.resource_id,
+      version: row.version,
+      action: row.action,
+      at: row.at,
+      attempt: row.attempts,
+    }));
+    // Batch listeners run beside the per-event ones (neither waits for the other).
+    const batchRun = this.batchListeners.size
+      ? Promise.all([...this.batchListeners].map(async (l) => l(events))).then(
+          () => undefined,
+          (err: unknown) => err ?? new Error('batch listener failed'),
+        )
+      : Promise.resolve(undefined);
+
+    const done: OutboxRow[] = [];
     const failed: { row: OutboxRow; error: string }[] = [];
     const held: string[] = [];
     const blocked = new Set<string>();
     const listeners = [...this.listeners];
-    for (const row of rows) {
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i];
       const key = `${row.resource_type}/${row.resource_id}`;
       if (blocked.has(key)) {
         held.push(row.id); // an earlier event of this resource failed: keep the order
         continue;
       }
-      const event: ResourceEvent = {
-        eventId: row.id,
-        resourceType: row.resource_type,
-        resourceId: row.resource_id,
-        version: row.version,
-        action: row.action,
-        at: row.at,
-        attempt: row.attempts,
-      };
       try {
-        for (const listener of listeners) await listener(event);
-        done.push(row.id);
+        for (const listener of listeners) await listener(events[i]);
+        done.push(row);
       } catch (err) {
         blocked.add(key);
-        failed.push({ row, error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
-        const final = row.attempts >= this.maxAttempts;
-        this.log[final ? 'error' : 'warn'](
-          { err, eventId: row.id, resource: key, version: row.version, attempt: row.attempts },
-          final ? 'outbox event set aside: a listener kept failing' : 'outbox listener failed; the event will be redelivered',
-        );
+        failed.push({ row, error: this.failure(err, row) });
       }
+    }
+    const batchError = await batchRun;
+    if (batchError !== undefined) {
+      // The batch listener's work is redone for every event of the batch.
+      this.log.warn({ err: batchError, events: done.length }, 'outbox batch listener failed; the batch will be redelivered');
+      const error = batchError instanceof Error ? (batchError.stack ?? batchError.message) : String(batchError);
+      for (const row of done) failed.push({ row, error });
+      done.length = 0;
     }
 
     if (done.length > 0) {
-      await this.db.query(`UPDATE outbox SET processed_at = clock_timestamp(), claimed_until = NULL WHERE id = ANY($1::bigint[])`, [done]);
+      await this.db.query(`UPDATE outbox SET processed_at = clock_timestamp(), claimed_until = NULL WHERE id = ANY($1::bigint[])`, [done.map((r) => r.id)]);
     }
     if (held.length > 0 && !this.exclusive) {
       await this.db.query(`UPDATE outbox SET claimed_until = NULL, attempts = attempts - 1 WHERE id = ANY($1::bigint[])`, [held]);
     }
-    for (const { row, error } of failed) {
-      if (row.attempts >= this.maxAttempts) {
-        await this.db.query(
-          `UPDATE outbox SET processed_at = clock_timestamp(), claimed_until = NULL, attempts = $3, last_error = $2 WHERE id = $1`,
-          [row.id, error.slice(0, 4000), row.attempts],
-        );
-      } else {
-        const wait = Math.min(this.retryMs * 2 ** (row.attempts - 1), 300_000);
-        await this.db.query(
-          `UPDATE outbox SET claimed_by = $4, claimed_until = clock_timestamp() + $2 ${MS}, attempts = $5, last_error = $3 WHERE id = $1`,
-          [row.id, wait, error.slice(0, 4000), this.owner, row.attempts],
-        );
-      }
+    if (failed.length > 0) {
+      // One statement for every failed row: set aside (processed) or wait for a retry.
+      const ids = failed.map((f) => f.row.id);
+      const attempts = failed.map((f) => f.row.attempts);
+      const errors = failed.map((f) => f.error.slice(0, 4000));
+      const waits = failed.map((f) => (f.row.attempts >= this.maxAttempts ? -1 : Math.min(this.retryMs * 2 ** (f.row.attempts - 1), 300_000)));
+      await this.db.query(
+        `UPDATE outbox o SET attempts = f.attempts, last_error = f.error, claimed_by = $5,
+           processed_at = CASE WHEN f.wait < 0 THEN clock_timestamp() END,
+           claimed_until = CASE WHEN f.wait < 0 THEN NULL ELSE clock_timestamp() + f.wait ${MS} END
+         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[]) AS f(id, attempts, error, wait)
+         WHERE o.id = f.id`,
+        [ids, attempts, errors, waits, this.owner],
+      );
     }
     return rows.length;
+  }
+
+  private failure(err: unknown, row: OutboxRow): string {
+    const final = row.attempts >= this.maxAttempts;
+    const key = `${row.resource_type}/${row.resource_id}`;
+    this.log[final ? 'error' : 'warn'](
+      { err, eventId: row.id, resource: key, version: row.version, attempt: row.attempts },
+      final ? 'outbox event set aside: a listener kept failing' : 'outbox listener failed; the event will be redelivered',
+    );
+    return err instanceof Error ? (err.stack ?? err.message) : String(err);
   }
 
   /** Claims the next batch (a lease), serialised with other processes by an advisory lock. */

@@ -3,7 +3,7 @@
 // endpoint to the HTTP server:
 //   const subscriptions = await startSubscriptions({ config, db, log, jobs, outbox });
 //   subscriptions.attach(server);
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { OutboxRelay } from '../jobs/outbox-relay.ts';
 import { startRedisFanout, type Fanout } from './fanout.ts';
 import { setService } from './operations.ts';
@@ -36,7 +36,8 @@ export async function startSubscriptions(deps: SubscriptionDeps): Promise<Runnin
     const log = deps.log.child({ component: 'subscriptions' });
     const f = await startRedisFanout(deps.config.redisUrl, hub, log, {
       channel: `${deps.config.redisPrefix}:subscription-events`,
-      onRefresh: (id) => void service.refreshRegistry(id).catch((err: unknown) => log.warn({ err, id }, 'subscription registry refresh failed')),
+      fullResource: (id) => service.subs.get(id)?.cfg.content === 'full-resource',
+      onRefresh: (id) => void service.refreshRegistry([id]).catch((err: unknown) => log.warn({ err, id }, 'subscription registry refresh failed')),
     });
     service.live = f;
     service.announce = (id) => f.announce(id);
@@ -46,7 +47,21 @@ export async function startSubscriptions(deps: SubscriptionDeps): Promise<Runnin
   await service.start();
   const running: RunningSubscriptions = {
     service,
-    attach: (server) => hub.attach(server),
+    attach(server) {
+      const detach = hub.attach(server);
+      // A write's response is sent after its transaction committed: look at the outbox now
+      // rather than at the relay's next poll (its poll stays the safety net for writers that
+      // are not HTTP requests). This is most of the latency budget on an idle relay.
+      const wake = () => deps.outbox.wake();
+      const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+        if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS') res.once('finish', wake);
+      };
+      server.on('request', onRequest);
+      return () => {
+        detach();
+        server.off('request', onRequest);
+      };
+    },
     async stop() {
       started.delete(deps.outbox);
       hub.close();

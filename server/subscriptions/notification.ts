@@ -1,11 +1,15 @@
 // Notification Bundles (Backport IG, R4): Bundle.type history, entry[0] the subscription-status
 // Parameters (backport-subscription-status-r4), then one entry per focus resource as the
 // subscription's payload content asks (empty: none; id-only: fullUrl + request; full-resource:
-// the resource too, as it was at that event's version).
+// the resource too, as it was at that event's version). A topic's notificationShape adds
+// additional-context references to each notification-event (and, with full-resource, those
+// resources as further entries). Payloads are read in one query per Bundle (payload.ts), or
+// passed in already read (the engine has the focus versions in hand when it numbers events).
 import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
-import type { Repository } from '../fhir/repository.ts';
+import type { Queryable } from '../db/pool.ts';
 import type { PayloadContent } from './model.ts';
+import { readCurrent, readVersions, versionKey } from './payload.ts';
 
 export type NotificationType = 'handshake' | 'heartbeat' | 'event-notification' | 'query-status' | 'query-event';
 
@@ -16,6 +20,32 @@ export interface EventRow {
   focusId: string;
   focusVersion: number;
   action: 'create' | 'update' | 'delete';
+  /** additional-context references ("Type/id") the subscriber may read, from the topic's notificationShape. */
+  context?: string[];
+}
+
+/** Resources for full-resource payloads: focus versions by versionKey(), context by "Type/id". */
+export interface Payload {
+  versions: Map<string, Resource>;
+  current: Map<string, Resource>;
+}
+
+export const NO_PAYLOAD: Payload = { versions: new Map(), current: new Map() };
+
+/** Reads what a Bundle of these events needs at this content level (two queries at most). */
+export async function loadPayload(db: Queryable, events: EventRow[], content: PayloadContent, known?: Payload): Promise<Payload> {
+  if (content !== 'full-resource' || events.length === 0) return NO_PAYLOAD;
+  const missing = events.filter((e) => e.action !== 'delete' && !known?.versions.has(versionKey(e.focusType, e.focusId, e.focusVersion)));
+  const refs = events.flatMap((e) => e.context ?? []).filter((r) => !known?.current.has(r));
+  const [versions, current] = await Promise.all([
+    missing.length ? readVersions(db, missing.map((e) => ({ type: e.focusType, id: e.focusId, version: e.focusVersion }))) : new Map<string, Resource>(),
+    refs.length ? readCurrent(db, refs) : new Map<string, Resource>(),
+  ]);
+  if (known) {
+    for (const [k, v] of known.versions) versions.set(k, v);
+    for (const [k, v] of known.current) current.set(k, v);
+  }
+  return { versions, current };
 }
 
 export interface StatusInfo {
@@ -39,7 +69,10 @@ export function statusParameters(fhirBase: string, s: StatusInfo, type: Notifica
       { name: 'event-number', valueString: e.eventNumber },
       { name: 'timestamp', valueInstant: e.at },
     ];
-    if (content !== 'empty') part.push({ name: 'focus', valueReference: { reference: `${fhirBase}/${e.focusType}/${e.focusId}` } });
+    if (content !== 'empty') {
+      part.push({ name: 'focus', valueReference: { reference: `${fhirBase}/${e.focusType}/${e.focusId}` } });
+      for (const ref of e.context ?? []) part.push({ name: 'additional-context', valueReference: { reference: `${fhirBase}/${ref}` } });
+    }
     parameter.push({ name: 'notification-event', part });
   }
   if (s.error) parameter.push({ name: 'error', valueCodeableConcept: { text: s.error } });
@@ -55,15 +88,10 @@ const METHOD = { create: 'POST', update: 'PUT', delete: 'DELETE' } as const;
 const STATUS = { create: '201', update: '200', delete: '204' } as const;
 
 /**
- * Focus entries for events. readable(resource) decides (again, at delivery) whether the
- * subscriber may see the resource: full-resource content only carries what it may read.
+ * Focus entries for events (the focus at the event's version with full-resource), then one entry
+ * per additional-context resource (its current version), each once per Bundle.
  */
-export async function focusEntries(
-  repo: Repository,
-  fhirBase: string,
-  events: EventRow[],
-  content: PayloadContent,
-): Promise<BundleEntry[]> {
+export function focusEntries(fhirBase: string, events: EventRow[], content: PayloadContent, payload: Payload): BundleEntry[] {
   if (content === 'empty') return [];
   const out: BundleEntry[] = [];
   for (const e of events) {
@@ -73,22 +101,43 @@ export async function focusEntries(
       response: { status: STATUS[e.action] },
     };
     if (content === 'full-resource' && e.action !== 'delete') {
-      const v = await repo.vread(e.focusType, e.focusId, String(e.focusVersion)).catch(() => undefined);
-      if (v?.json) entry.resource = JSON.parse(v.json) as Resource;
+      const resource = payload.versions.get(versionKey(e.focusType, e.focusId, e.focusVersion));
+      if (resource) entry.resource = resource;
+    }
+    out.push(entry);
+  }
+  const focus = new Set(out.map((x) => x.fullUrl));
+  const seen = new Set<string>();
+  for (const ref of events.flatMap((e) => e.context ?? [])) {
+    const fullUrl = `${fhirBase}/${ref}`;
+    if (seen.has(ref) || focus.has(fullUrl)) continue;
+    seen.add(ref);
+    const entry: BundleEntry = { fullUrl, request: { method: 'GET', url: ref }, response: { status: '200' } };
+    if (content === 'full-resource') {
+      const resource = payload.current.get(ref);
+      if (!resource) continue; // deleted since: nothing to show
+      entry.resource = resource;
     }
     out.push(entry);
   }
   return out;
 }
 
+/** A notification Bundle; reads the payload (one or two queries) unless it is passed in. */
 export async function notificationBundle(
-  repo: Repository,
+  db: Queryable,
   fhirBase: string,
   s: StatusInfo,
   type: NotificationType,
   events: EventRow[],
   content: PayloadContent,
+  payload?: Payload,
 ): Promise<Bundle> {
+  const loaded = await loadPayload(db, events, content, payload);
+  return buildBundle(fhirBase, s, type, events, content, loaded);
+}
+
+export function buildBundle(fhirBase: string, s: StatusInfo, type: NotificationType, events: EventRow[], content: PayloadContent, payload: Payload): Bundle {
   const params = statusParameters(fhirBase, s, type, events, content);
   return {
     resourceType: 'Bundle',
@@ -102,7 +151,7 @@ export async function notificationBundle(
         request: { method: 'GET', url: `${fhirBase}/Subscription/${s.id}/$status` },
         response: { status: '200' },
       },
-      ...(await focusEntries(repo, fhirBase, events, content)),
+      ...focusEntries(fhirBase, events, content, payload),
     ],
   };
 }

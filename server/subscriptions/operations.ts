@@ -89,16 +89,41 @@ async function visibleSubscription(ctx: FhirContext, s: SubscriptionService, id:
   return sub;
 }
 
-async function targetIds(ctx: FhirContext, req: FhirRequest, target: OperationTarget, s: SubscriptionService): Promise<string[]> {
-  if (target.id) return [target.id];
-  const ids = inputs(req, 'id');
-  if (ids.length) return ids;
-  // All the caller's subscriptions.
-  const res = await s.deps.db.query<{ id: string; owner: { subject?: string } | null }>(
-    `SELECT s.id, st.owner FROM "Subscription" s LEFT JOIN subscription_state st ON st.id = s.id WHERE s.deleted = false ORDER BY s.id LIMIT 1000`,
+interface StatusRow {
+  id: string;
+  content: Subscription;
+  owner: AuthContext | null;
+  events_since: string | null;
+  last_error: string | null;
+}
+
+/**
+ * The Subscriptions $status reports on, with their state, in one query: the instance, the ids
+ * asked for, or all the caller's (those it may read and, unless it may read everything, created
+ * with the same grant).
+ */
+async function statusTargets(ctx: FhirContext, req: FhirRequest, target: OperationTarget, s: SubscriptionService): Promise<StatusRow[]> {
+  if (target.id) await visibleSubscription(ctx, s, target.id); // 404 / 403 for the instance
+  const ids = target.id ? [target.id] : inputs(req, 'id');
+  const res = await s.deps.db.query<StatusRow>(
+    `SELECT s.id, s.content, st.owner, st.events_since::text AS events_since, st.last_error
+     FROM "Subscription" s LEFT JOIN subscription_state st ON st.id = s.id
+     WHERE s.deleted = false AND ($1::text[] IS NULL OR s.id = ANY($1::text[])) ORDER BY s.id LIMIT 1000`,
+    [ids.length ? ids : null],
   );
+  if (target.id) return res.rows;
   const all = readsEverything(ctx);
-  return res.rows.filter((r) => all || sameGrant(r.owner as AuthContext | null, ctx.access!.auth)).map((r) => r.id);
+  const out: StatusRow[] = [];
+  for (const row of res.rows) {
+    if (!all && !sameGrant(row.owner, ctx.access!.auth)) continue;
+    try {
+      await assertVisible(ctx, row.content);
+    } catch {
+      continue;
+    }
+    out.push(row);
+  }
+  return out;
 }
 
 registerOperation({
@@ -111,19 +136,15 @@ registerOperation({
     const s = running();
     const statuses = inputs(req, 'status');
     const bundle: Bundle = { resourceType: 'Bundle', id: randomUUID(), type: 'searchset', timestamp: new Date().toISOString(), entry: [] };
-    for (const id of await targetIds(ctx, req, target, s)) {
-      let sub: Subscription;
-      try {
-        sub = await visibleSubscription(ctx, s, id);
-      } catch (e) {
-        if (target.id) throw e;
-        continue;
-      }
-      if (statuses.length && !statuses.includes(sub.status as string)) continue;
-      const state = await s.state(id);
+    for (const row of await statusTargets(ctx, req, target, s)) {
+      const sub = row.content;
+      const status = sub.status ?? 'requested';
+      if (statuses.length && !statuses.includes(status)) continue;
+      // The count is the stored one (every process numbers into it); the error is the one that
+      // put the subscription in error, else the last delivery failure still being retried.
       const params = statusParameters(
         s.fhirBase,
-        { id, topic: sub.criteria ?? '', status: sub.status ?? 'requested', eventsSince: state?.events_since ?? '0', error: sub.error ?? state?.last_error ?? undefined },
+        { id: row.id, topic: sub.criteria ?? '', status, eventsSince: row.events_since ?? '0', error: sub.error ?? row.last_error ?? undefined },
         'query-status',
         [],
         'empty',
@@ -169,7 +190,7 @@ registerOperation({
     const events = await s.eventsAfter(id, (BigInt(since) - 1n).toString(), Math.min(ctx.maxCount, 1000), until);
     const state = await s.state(id);
     const bundle = await notificationBundle(
-      ctx.repo,
+      ctx.repo.db,
       s.fhirBase,
       { id, topic: sub.criteria ?? '', status: sub.status ?? 'requested', eventsSince: state?.events_since ?? '0' },
       'query-event',

@@ -1,10 +1,20 @@
-// The subscription engine: keeps the Subscriptions in memory, turns each outbox event into
-// numbered notification events for the subscriptions whose topic, filters and owner's access it
-// meets, and delivers them: rest-hook through the job queue (one cursor job per subscription, so
-// order is kept and retries back off), websocket through the hub (websocket.ts).
+// The subscription engine: keeps the Subscriptions in memory, turns each outbox batch into
+// numbered notification events for the subscriptions whose topic, filters and owner's access
+// each event meets, and delivers them: websocket at once through the hub (websocket.ts),
+// rest-hook through the job queue (one cursor job per subscription, so order is kept and
+// retries back off).
+//
+// The hot path costs a fixed number of queries per outbox batch, not per event (matching.ts
+// has the in-memory part): one for Subscription changes other processes made (the registry
+// sync, from the outbox itself), one reading the focus versions of the whole batch, one
+// numbering every match of the batch (gap-free and in outbox order per subscription), and the
+// context resources only when a restricted owner's access must be checked on them.
+// Websocket pushes go out before any rest-hook work; rest-hook jobs are triggered by a
+// coalescing pump that the relay does not wait for (a periodic sweep re-triggers what a crash
+// left undelivered, so nothing numbered is stranded).
 import { matchesSearchRequest, parseSearchRequest, type SearchRequest } from '@medplum/core';
 import type { Resource, Subscription } from '@medplum/fhirtypes';
-import { AccessPolicy, isUnrestricted } from '../auth/access.ts';
+import { AccessPolicy, isUnrestricted, type Restriction } from '../auth/access.ts';
 import type { AuthContext } from '../auth/context.ts';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/pool.ts';
@@ -16,10 +26,11 @@ import type { OutboxRelay, ResourceEvent } from '../jobs/outbox-relay.ts';
 import type { Job, JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../logger.ts';
 import { readSubscription, type SubscriptionConfig } from './model.ts';
-import { notificationBundle, type EventRow, type NotificationType, type StatusInfo } from './notification.ts';
+import { loadPayload, notificationBundle, type EventRow, type NotificationType, type Payload, type StatusInfo } from './notification.ts';
+import { readCurrent, readVersions, versionKey } from './payload.ts';
 import { EventValues, mayMatch } from './prefilter.ts';
 import { endpointRefusal } from './ssrf.ts';
-import { topicFires } from './topics.ts';
+import { additionalContext, topicFires, type Topic } from './topics.ts';
 
 export const REST_HOOK_QUEUE = 'subscription-rest-hook';
 
@@ -34,12 +45,18 @@ export interface SubscriptionDeps {
 export interface Entry {
   cfg: SubscriptionConfig;
   owner?: AuthContext;
-  lastSentAt: number;
+  /** The owner's access rules, built once; restrictions per resource type (null: may not read it). */
+  policy?: AccessPolicy;
+  restrictions: Map<string, Restriction | null>;
+  /** Identifies the owner's grant: subscriptions of one owner share access answers within a batch. */
+  ownerKey: string;
+  /** events-since-subscription-start as far as this process knows (numbering, fan-out, reload). */
+  eventsSince: bigint;
 }
 
 /** Something that pushes events to websocket clients (the hub). */
 export interface LivePush {
-  push(subscriptionId: string, events: EventRow[]): void;
+  push(subscriptionId: string, events: EventRow[], payload?: Payload): void;
 }
 
 interface StateRow {
@@ -49,12 +66,35 @@ interface StateRow {
   handshake_done: boolean;
   failures: number;
   last_error: string | null;
+  /** Milliseconds since the last notification of any kind (database clock); null: never. */
+  idle_ms: number | null;
 }
 
-const EVENT_COLUMNS = `event_number::text AS "eventNumber", ${instantSql('at')} AS at, focus_type AS "focusType", focus_id AS "focusId", focus_version AS "focusVersion", action`;
+const STATE_COLUMNS = `owner, events_since::text, delivered_through::text, handshake_done, failures, last_error,
+  (extract(epoch from clock_timestamp() - last_sent_at) * 1000)::float8 AS idle_ms`;
+const EVENT_COLUMNS = `event_number::text AS "eventNumber", ${instantSql('at')} AS at, focus_type AS "focusType", focus_id AS "focusId", focus_version AS "focusVersion", action, additional_context AS context`;
 
 /** A filter's search parameters apart from _type, and its _type values (computed once per filter). */
 const splitFilters = new WeakMap<SubscriptionConfig['filters'][number], { params: [string, string][]; types: string[] }>();
+
+/** Does the topic look at the previous version (query "previous" or FHIRPath %previous)? */
+const needsPrevious = new WeakMap<Topic, boolean>();
+function topicNeedsPrevious(topic: Topic): boolean {
+  let v = needsPrevious.get(topic);
+  if (v === undefined) {
+    v = topic.triggers.some((t) => Boolean(t.query?.previous || t.fhirPath));
+    needsPrevious.set(topic, v);
+  }
+  return v;
+}
+
+/** One match of an outbox event to a subscription, before it is numbered. */
+interface Match {
+  event: ResourceEvent;
+  entry: Entry;
+  /** additional-context references (filtered by the owner's access before numbering). */
+  context: string[];
+}
 
 export class SubscriptionService {
   readonly deps: SubscriptionDeps;
@@ -70,6 +110,15 @@ export class SubscriptionService {
   private timers: NodeJS.Timeout[] = [];
   private unlisten: (() => void) | undefined;
   private stopped = false;
+  /** Registry sync: highest Subscription outbox id applied, and applied ids at or below it that were pending. */
+  private syncedThrough = 0n;
+  private readonly syncedPending = new Set<string>();
+  private syncing: Promise<void> | undefined;
+  /** rest-hook trigger pump: ids waiting, ids being triggered, when each was last triggered. */
+  private readonly toTrigger = new Set<string>();
+  private readonly triggering = new Set<string>();
+  private readonly lastTriggered = new Map<string, number>();
+  private ticking = false;
 
   constructor(deps: SubscriptionDeps) {
     this.deps = deps;
@@ -87,10 +136,12 @@ export class SubscriptionService {
   async start(): Promise<void> {
     await this.reloadAll();
     this.deps.jobs.process<{ id: string }>(REST_HOOK_QUEUE, (job) => this.restHookJob(job), { concurrency: 8 });
-    this.unlisten = this.deps.outbox.onResourceEvent((e) => this.onEvent(e));
-    // Heartbeats, and a periodic reload (another process may have handled a Subscription change).
-    this.timers.push(setInterval(() => void this.heartbeats(), 1000));
-    this.timers.push(setInterval(() => void this.reloadAll().catch((err: unknown) => this.log.warn({ err }, 'subscription reload failed')), 10_000));
+    this.unlisten = this.deps.outbox.onResourceBatch((events) => this.onBatch(events));
+    // Every second: registry sync, subscription ends, rest-hook heartbeats and the sweep of
+    // undelivered events (each one query, whatever the number of subscriptions); a full reload
+    // now and then as a safety net.
+    this.timers.push(setInterval(() => void this.tick(), 1000));
+    this.timers.push(setInterval(() => void this.reloadAll().catch((err: unknown) => this.log.warn({ err }, 'subscription reload failed')), 60_000));
     for (const t of this.timers) t.unref();
   }
 
@@ -103,19 +154,23 @@ export class SubscriptionService {
   // ------------------------------------------------------------------ the in-memory registry
 
   async reloadAll(): Promise<void> {
-    const res = await this.deps.db.query<{ content: Subscription; owner: AuthContext | null }>(
-      `SELECT s.content, st.owner FROM "Subscription" s LEFT JOIN subscription_state st ON st.id = s.id
+    // The sync watermark first: a change committed meanwhile is applied again by the next sync.
+    const mark = await this.deps.db.query<{ max: string | null }>(`SELECT max(id)::text AS max FROM outbox WHERE resource_type = 'Subscription'`);
+    const res = await this.deps.db.query<{ content: Subscription; owner: AuthContext | null; events_since: string | null }>(
+      `SELECT s.content, st.owner, st.events_since::text AS events_since FROM "Subscription" s LEFT JOIN subscription_state st ON st.id = s.id
        WHERE s.deleted = false AND s.content->>'status' IN ('requested', 'active')`,
     );
     const seen = new Set<string>();
     for (const row of res.rows) {
       seen.add(row.content.id as string);
-      this.put(row.content, row.owner ?? undefined);
+      this.put(row.content, row.owner ?? undefined, row.events_since ?? '0');
     }
     for (const id of [...this.subs.keys()]) if (!seen.has(id)) this.remove(id);
+    const m = BigInt(mark.rows[0]?.max ?? '0');
+    if (m > this.syncedThrough) this.syncedThrough = m;
   }
 
-  private put(sub: Subscription, owner: AuthContext | undefined): Entry | undefined {
+  private put(sub: Subscription, owner: AuthContext | undefined, eventsSince?: string): Entry | undefined {
     let cfg: SubscriptionConfig;
     try {
       cfg = readSubscription(sub);
@@ -126,7 +181,15 @@ export class SubscriptionService {
     }
     const prior = this.subs.get(cfg.id);
     this.remove(cfg.id);
-    const entry: Entry = { cfg, owner, lastSentAt: prior?.lastSentAt ?? Date.now() };
+    const since = eventsSince === undefined ? (prior?.eventsSince ?? 0n) : BigInt(eventsSince);
+    const entry: Entry = {
+      cfg,
+      owner,
+      policy: owner ? new AccessPolicy(owner) : undefined,
+      restrictions: new Map(),
+      ownerKey: owner ? JSON.stringify([owner.subject, owner.role, owner.patient, owner.fhirUser, owner.organization, [...owner.scopes].sort()]) : '',
+      eventsSince: prior && prior.eventsSince > since ? prior.eventsSince : since,
+    };
     this.subs.set(cfg.id, entry);
     for (const t of cfg.topic.triggers) {
       const set = this.byType.get(t.resource) ?? new Set();
@@ -145,64 +208,86 @@ export class SubscriptionService {
   async load(id: string): Promise<Entry | undefined> {
     const known = this.subs.get(id);
     if (known) return known;
-    const v = await this.repo().readVersion('Subscription', id).catch(() => undefined);
-    if (!v?.json || v.deleted) return undefined;
-    const sub = JSON.parse(v.json) as Subscription;
-    if (sub.status !== 'requested' && sub.status !== 'active') return undefined;
-    return this.put(sub, (await this.state(id))?.owner ?? undefined);
+    await this.refreshRegistry([id]);
+    return this.subs.get(id);
   }
 
-  /** A Subscription changed: refresh it, and start its handshake when it was (re)requested. */
-  private async refresh(id: string): Promise<void> {
-    try {
-      await this.refreshHere(id);
-    } finally {
-      this.announce?.(id);
+  /** Re-reads these Subscriptions (content, owner, count) into the registry in one query. */
+  async refreshRegistry(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    const res = await this.deps.db.query<{ id: string; deleted: boolean; content: Subscription; owner: AuthContext | null; events_since: string | null }>(
+      `SELECT s.id, s.deleted, s.content, st.owner, st.events_since::text AS events_since
+       FROM "Subscription" s LEFT JOIN subscription_state st ON st.id = s.id WHERE s.id = ANY($1::text[])`,
+      [ids],
+    );
+    const found = new Map(res.rows.map((r) => [r.id, r]));
+    for (const id of ids) {
+      const row = found.get(id);
+      const sub = row && !row.deleted ? row.content : undefined;
+      if (!sub || (sub.status !== 'requested' && sub.status !== 'active')) this.remove(id);
+      else this.put(sub, row?.owner ?? undefined, row?.events_since ?? undefined);
     }
   }
 
-  /** Another process refreshed a Subscription: update this registry only (no handshake, no status change). */
-  async refreshRegistry(id: string): Promise<void> {
-    const v = await this.repo().readVersion('Subscription', id).catch(() => undefined);
-    const sub = v && !v.deleted && v.json ? (JSON.parse(v.json) as Subscription) : undefined;
-    if (!sub || (sub.status !== 'requested' && sub.status !== 'active')) return this.remove(id);
-    this.put(sub, (await this.state(id))?.owner ?? undefined);
+  /**
+   * Applies the Subscription changes written since the last sync, found in the outbox itself
+   * (whichever process relays them): rows above the watermark, and rows still pending below it
+   * (a transaction that took its id earlier but committed later). One indexed query.
+   */
+  syncRegistry(): Promise<void> {
+    this.syncing ??= this.syncOnce().finally(() => (this.syncing = undefined));
+    return this.syncing;
   }
 
+  private async syncOnce(): Promise<void> {
+    const res = await this.deps.db.query<{ id: string; resource_id: string; pending: boolean }>(
+      `SELECT id::text, resource_id, processed_at IS NULL AS pending FROM outbox WHERE resource_type = 'Subscription' AND id > $1::bigint
+       UNION ALL
+       SELECT id::text, resource_id, true FROM outbox WHERE resource_type = 'Subscription' AND processed_at IS NULL AND id <= $1::bigint`,
+      [this.syncedThrough.toString()],
+    );
+    const ids = new Set<string>();
+    let top = this.syncedThrough;
+    for (const row of res.rows) {
+      const n = BigInt(row.id);
+      if (n <= this.syncedThrough && this.syncedPending.has(row.id)) continue;
+      ids.add(row.resource_id);
+      if (n > top) top = n;
+      if (row.pending) this.syncedPending.add(row.id);
+    }
+    if (ids.size > 0) await this.refreshRegistry([...ids]);
+    this.syncedThrough = top;
+    if (this.syncedPending.size > 10_000) this.syncedPending.clear();
+  }
+
+  /** A Subscription changed (its outbox event is relayed here): handshake or activate it when it was (re)requested. */
   private async refreshHere(id: string): Promise<void> {
-    const repo = this.repo();
-    const v = await repo.readVersion('Subscription', id).catch(() => undefined);
-    if (!v || v.deleted || !v.json) {
-      this.remove(id);
-      return;
-    }
-    const sub = JSON.parse(v.json) as Subscription;
-    if (sub.status !== 'requested' && sub.status !== 'active') {
-      this.remove(id);
-      return;
-    }
+    const entry = this.subs.get(id);
+    if (!entry) return;
     await this.deps.db.query(`INSERT INTO subscription_state (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, [id]);
-    const state = await this.state(id);
-    const entry = this.put(sub, state?.owner ?? undefined);
-    if (!entry || sub.status !== 'requested') return;
+    if (entry.cfg.status !== 'requested') return;
     if (entry.cfg.channelType === 'websocket') {
       // No endpoint to call: the handshake is sent when a client binds (websocket.ts).
       await this.setStatus(id, 'active');
     } else {
-      await this.trigger(id);
+      this.requestTrigger(id);
     }
   }
 
   async state(id: string): Promise<StateRow | undefined> {
-    const res = await this.deps.db.query<StateRow>(
-      `SELECT owner, events_since::text, delivered_through::text, handshake_done, failures, last_error FROM subscription_state WHERE id = $1`,
-      [id],
-    );
+    const res = await this.deps.db.query<StateRow>(`SELECT ${STATE_COLUMNS} FROM subscription_state WHERE id = $1`, [id]);
     return res.rows[0];
   }
 
+  /** The states of several subscriptions in one query. */
+  async states(ids: string[]): Promise<Map<string, StateRow>> {
+    if (ids.length === 0) return new Map();
+    const res = await this.deps.db.query<StateRow & { id: string }>(`SELECT id, ${STATE_COLUMNS} FROM subscription_state WHERE id = ANY($1::text[])`, [ids]);
+    return new Map(res.rows.map((r) => [r.id, r]));
+  }
+
   /** Sets Subscription.status (and .error) as the server, unless someone changed it meanwhile. */
-  async setStatus(id: string, status: 'active' | 'error', error?: string): Promise<void> {
+  async setStatus(id: string, status: 'active' | 'error' | 'off', error?: string): Promise<void> {
     const repo = this.repo();
     for (let tries = 0; tries < 3; tries++) {
       const v = await repo.read('Subscription', id).catch(() => undefined);
@@ -218,7 +303,7 @@ export class SubscriptionService {
         this.deps.outbox.wake();
         const entry = this.subs.get(id);
         if (entry) entry.cfg.status = status;
-        if (status === 'error') this.remove(id);
+        if (status !== 'active') this.remove(id);
         return;
       } catch {
         // changed meanwhile: read again
@@ -228,80 +313,180 @@ export class SubscriptionService {
 
   // ------------------------------------------------------------------ events
 
-  private async onEvent(e: ResourceEvent): Promise<void> {
-    if (this.stopped) return;
-    if (e.resourceType === 'Subscription') await this.refresh(e.resourceId);
-    const candidates = new Set([...(this.byType.get(e.resourceType) ?? []), ...(this.byType.get('*') ?? [])]);
-    if (candidates.size === 0) return;
-
-    const repo = this.repo();
-    let current: Resource | undefined;
-    let previous: Resource | undefined | null = null;
-    if (e.action !== 'delete') {
-      const v = await repo.vread(e.resourceType, e.resourceId, String(e.version)).catch(() => undefined);
-      if (!v?.json) return;
-      current = JSON.parse(v.json) as Resource;
+  /** One outbox batch: a fixed number of queries whatever its size (see the header). */
+  async onBatch(events: readonly ResourceEvent[]): Promise<void> {
+    if (this.stopped || events.length === 0) return;
+    await this.syncRegistry();
+    const changed = [...new Set(events.filter((e) => e.resourceType === 'Subscription').map((e) => e.resourceId))];
+    for (const id of changed) {
+      try {
+        await this.refreshHere(id);
+      } finally {
+        this.announce?.(id);
+      }
     }
-    const loadPrevious = async (): Promise<Resource | undefined> => {
-      if (previous !== null) return previous;
-      previous = undefined;
-      for (let n = e.version - 1; n >= 1 && !previous; n--) {
-        const v = await repo.vread(e.resourceType, e.resourceId, String(n)).catch(() => undefined);
-        if (v?.json) previous = JSON.parse(v.json) as Resource;
-        if (v) break;
-      }
-      return previous;
-    };
 
-    const matched: string[] = [];
-    let values: EventValues | undefined; // the focus's search values, shared by all candidates
-    const firing = new Map<SubscriptionConfig['topic'], boolean>(); // a topic fires or not once per event
-    for (const id of candidates) {
-      const entry = this.subs.get(id);
-      if (!entry || (entry.cfg.status !== 'active' && entry.cfg.status !== 'requested')) continue;
-      if (entry.cfg.end && entry.cfg.end < Date.now()) continue;
-      const cfg = entry.cfg;
-      const needsPrevious = e.action !== 'create' && cfg.topic.triggers.some((t) => t.query?.previous || t.fhirPath);
-      const prev = needsPrevious || e.action === 'delete' ? await loadPrevious() : undefined;
-      let fires = firing.get(cfg.topic);
-      if (fires === undefined) {
-        fires = topicFires(cfg.topic, e.resourceType, e.action, current, prev);
-        firing.set(cfg.topic, fires);
+    // Candidates per event, and the versions to read (current; previous where a topic needs it).
+    const now = Date.now();
+    const work: { event: ResourceEvent; entries: Entry[]; previous: boolean }[] = [];
+    for (const e of events) {
+      const ids = [...(this.byType.get(e.resourceType) ?? []), ...(this.byType.get('*') ?? [])];
+      if (ids.length === 0) continue;
+      const entries: Entry[] = [];
+      for (const id of new Set(ids)) {
+        const entry = this.subs.get(id);
+        if (!entry || (entry.cfg.status !== 'active' && entry.cfg.status !== 'requested')) continue;
+        if (entry.cfg.end && entry.cfg.end < now) continue;
+        entries.push(entry);
       }
-      if (!fires) continue;
+      if (entries.length === 0) continue;
+      const previous = e.version > 1 && (e.action === 'delete' || (e.action !== 'create' && entries.some((x) => topicNeedsPrevious(x.cfg.topic))));
+      work.push({ event: e, entries, previous });
+    }
+    if (work.length === 0) return;
+    const keys = work.flatMap(({ event: e, previous }) => [
+      ...(e.action !== 'delete' ? [{ type: e.resourceType, id: e.resourceId, version: e.version }] : []),
+      ...(previous ? [{ type: e.resourceType, id: e.resourceId, version: e.version - 1 }] : []),
+    ]);
+    const versions = await readVersions(this.deps.db, keys);
+
+    // Match in memory; access answers are shared by subscriptions of one owner within the batch.
+    const access = new Map<string, Promise<boolean>>();
+    const matches: Match[] = [];
+    for (const { event: e, entries, previous } of work) {
+      const current = e.action !== 'delete' ? versions.get(versionKey(e.resourceType, e.resourceId, e.version)) : undefined;
+      if (e.action !== 'delete' && !current) continue; // a version the history no longer has
+      const prev = previous ? versions.get(versionKey(e.resourceType, e.resourceId, e.version - 1)) : undefined;
       const focus = current ?? prev;
       if (!focus) continue;
-      values ??= new EventValues(focus);
-      if (!this.filtersMatch(cfg, focus, values)) continue;
-      if (!(await this.mayRead(entry.owner, focus))) continue;
-      matched.push(id);
-    }
-    if (matched.length === 0) return;
-
-    const res = await this.deps.db.query<{ id: string; event_number: string; failures: number }>(
-      `WITH input AS (SELECT unnest($1::text[]) AS sid),
-       prev AS (SELECT e.subscription_id, e.event_number FROM subscription_event e JOIN input i ON e.subscription_id = i.sid WHERE e.outbox_id = $2),
-       bump AS (UPDATE subscription_state s SET events_since = s.events_since + 1 FROM input i
-                WHERE s.id = i.sid AND NOT EXISTS (SELECT 1 FROM prev p WHERE p.subscription_id = s.id)
-                RETURNING s.id, s.events_since, s.failures),
-       ins AS (INSERT INTO subscription_event (subscription_id, event_number, outbox_id, at, focus_type, focus_id, focus_version, action)
-               SELECT id, events_since, $2, $3::timestamptz, $4, $5, $6, $7 FROM bump RETURNING subscription_id)
-       SELECT b.id, b.events_since::text AS event_number, b.failures FROM bump b
-       UNION ALL SELECT p.subscription_id, p.event_number::text, 0 FROM prev p`,
-      [matched, e.eventId, e.at, e.resourceType, e.resourceId, e.version, e.action],
-    );
-    for (const row of res.rows) {
-      const entry = this.subs.get(row.id);
-      if (!entry) continue;
-      if (entry.cfg.channelType === 'rest-hook') {
-        // A subscription waiting for a retry keeps its backoff: the retry picks the event up.
-        if (row.failures === 0) await this.trigger(row.id);
-      } else {
-        this.live?.push(row.id, [
-          { eventNumber: row.event_number, at: e.at, focusType: e.resourceType, focusId: e.resourceId, focusVersion: e.version, action: e.action },
-        ]);
+      let values: EventValues | undefined; // the focus's search values, shared by all candidates
+      const firing = new Map<Topic, boolean>(); // a topic fires or not once per event
+      const contexts = new Map<Topic, string[]>();
+      for (const entry of entries) {
+        const cfg = entry.cfg;
+        let fires = firing.get(cfg.topic);
+        if (fires === undefined) {
+          fires = topicFires(cfg.topic, e.resourceType, e.action, current, prev);
+          firing.set(cfg.topic, fires);
+        }
+        if (!fires) continue;
+        values ??= new EventValues(focus);
+        if (!this.filtersMatch(cfg, focus, values)) continue;
+        if (!(await this.mayReadShared(entry, focus, access))) continue;
+        let context = contexts.get(cfg.topic);
+        if (!context) {
+          context = additionalContext(cfg.topic, focus);
+          contexts.set(cfg.topic, context);
+        }
+        matches.push({ event: e, entry, context });
       }
     }
+    if (matches.length === 0) return;
+    await this.filterContext(matches, access);
+
+    const numbered = await this.number(matches);
+    const payload: Payload = { versions, current: new Map() };
+    this.fanOut(numbered, payload);
+  }
+
+  /** Drops additional-context references a restricted owner may not read (one query for the batch). */
+  private async filterContext(matches: Match[], access: Map<string, Promise<boolean>>): Promise<void> {
+    const restricted = matches.filter((m) => m.context.length > 0 && m.entry.owner);
+    if (restricted.length === 0) return;
+    const resources = await readCurrent(this.deps.db, restricted.flatMap((m) => m.context));
+    for (const m of restricted) {
+      const kept: string[] = [];
+      for (const ref of m.context) {
+        const r = resources.get(ref);
+        if (r && (await this.mayReadShared(m.entry, r, access))) kept.push(ref);
+      }
+      m.context = kept;
+    }
+  }
+
+  /**
+   * Numbers every match of the batch in ONE statement: per subscription, the new events get the
+   * next numbers in outbox order (gap-free; subscription_state rows are locked in id order, so
+   * concurrent batches of several processes neither deadlock nor share a number). An event
+   * numbered before (a redelivered outbox row) keeps its number. Returns the rows to deliver.
+   */
+  private async number(matches: Match[]): Promise<{ entry: Entry; row: EventRow; failures: number }[]> {
+    const input = matches.map((m) => ({
+      sid: m.entry.cfg.id,
+      oid: m.event.eventId,
+      at: m.event.at,
+      ft: m.event.resourceType,
+      fi: m.event.resourceId,
+      fv: m.event.version,
+      act: m.event.action,
+      ctx: m.context.length ? m.context : null,
+    }));
+    const res = await this.deps.db.query<{ sid: string; oid: string; num: string; failures: number }>(
+      `WITH input AS (
+         SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(sid text, oid bigint, at timestamptz, ft text, fi text, fv integer, act text, ctx text[])
+       ),
+       prior AS (
+         SELECT e.subscription_id AS sid, e.outbox_id AS oid, e.event_number AS num
+         FROM subscription_event e JOIN input i ON e.subscription_id = i.sid AND e.outbox_id = i.oid
+       ),
+       fresh AS (SELECT i.* FROM input i WHERE NOT EXISTS (SELECT 1 FROM prior p WHERE p.sid = i.sid AND p.oid = i.oid)),
+       counts AS (SELECT sid, count(*)::bigint AS n FROM fresh GROUP BY sid),
+       locked AS MATERIALIZED (
+         SELECT s.id FROM subscription_state s WHERE s.id IN (SELECT sid FROM counts) ORDER BY s.id FOR UPDATE
+       ),
+       bump AS (
+         UPDATE subscription_state s SET events_since = s.events_since + c.n
+         FROM counts c WHERE s.id = c.sid AND s.id IN (SELECT id FROM locked)
+         RETURNING s.id, s.events_since - c.n AS base, s.failures
+       ),
+       numbered AS (
+         SELECT f.sid, f.oid, f.at, f.ft, f.fi, f.fv, f.act, f.ctx, b.failures,
+                b.base + row_number() OVER (PARTITION BY f.sid ORDER BY f.oid) AS num
+         FROM fresh f JOIN bump b ON b.id = f.sid
+       ),
+       ins AS (
+         INSERT INTO subscription_event (subscription_id, event_number, outbox_id, at, focus_type, focus_id, focus_version, action, additional_context)
+         SELECT sid, num, oid, at, ft, fi, fv, act, ctx FROM numbered
+       )
+       SELECT sid, oid::text, num::text, failures FROM numbered
+       UNION ALL
+       SELECT p.sid, p.oid::text, p.num::text, coalesce(st.failures, 0) FROM prior p LEFT JOIN subscription_state st ON st.id = p.sid`,
+      [JSON.stringify(input)],
+    );
+    const byKey = new Map(matches.map((m) => [`${m.entry.cfg.id} ${m.event.eventId}`, m]));
+    const out: { entry: Entry; row: EventRow; failures: number }[] = [];
+    for (const r of res.rows) {
+      const m = byKey.get(`${r.sid} ${r.oid}`);
+      if (!m) continue;
+      const e = m.event;
+      out.push({
+        entry: m.entry,
+        failures: r.failures,
+        row: { eventNumber: r.num, at: e.at, focusType: e.resourceType, focusId: e.resourceId, focusVersion: e.version, action: e.action, context: m.context.length ? m.context : undefined },
+      });
+    }
+    return out;
+  }
+
+  /** Websocket pushes first (one Bundle per subscription per batch), then rest-hook triggers (not waited for). */
+  private fanOut(numbered: { entry: Entry; row: EventRow; failures: number }[], payload: Payload): void {
+    const perSub = new Map<string, { entry: Entry; rows: EventRow[]; failures: number }>();
+    for (const n of numbered) {
+      const id = n.entry.cfg.id;
+      const group = perSub.get(id) ?? { entry: n.entry, rows: [], failures: n.failures };
+      group.rows.push(n.row);
+      perSub.set(id, group);
+    }
+    const hooks: string[] = [];
+    for (const [id, { entry, rows, failures }] of perSub) {
+      rows.sort((a, b) => (BigInt(a.eventNumber) < BigInt(b.eventNumber) ? -1 : 1));
+      const last = BigInt(rows[rows.length - 1].eventNumber);
+      if (last > entry.eventsSince) entry.eventsSince = last;
+      if (entry.cfg.channelType === 'websocket') this.live?.push(id, rows, payload);
+      // A subscription waiting for a retry keeps its backoff: the retry picks the events up.
+      else if (failures === 0) hooks.push(id);
+    }
+    for (const id of hooks) this.requestTrigger(id);
   }
 
   private filtersMatch(cfg: SubscriptionConfig, focus: Resource, values = new EventValues(focus)): boolean {
@@ -340,20 +525,37 @@ export class SubscriptionService {
     return true;
   }
 
-  /** Could the subscription's owner read this resource (its scopes, role, patient, organisation)? */
-  async mayRead(owner: AuthContext | undefined, resource: Resource): Promise<boolean> {
-    if (!owner) return true;
+  /**
+   * May the subscription's owner read this resource (its scopes, role, patient, organisation)?
+   * The owner's restriction per type is computed once per subscription; the answer per resource
+   * version once per owner and batch (memo).
+   */
+  private mayReadShared(entry: Entry, resource: Resource, memo: Map<string, Promise<boolean>>): Promise<boolean> {
+    if (!entry.policy) return Promise.resolve(true);
+    const type = resource.resourceType;
+    let restriction = entry.restrictions.get(type);
+    if (restriction === undefined) {
+      try {
+        restriction = entry.policy.check(type, 'r');
+      } catch {
+        restriction = null;
+      }
+      entry.restrictions.set(type, restriction);
+    }
+    if (restriction === null) return Promise.resolve(false);
+    if (isUnrestricted(restriction)) return Promise.resolve(true);
+    const key = `${entry.ownerKey} ${type}/${resource.id}/${resource.meta?.versionId ?? ''}`;
+    let answer = memo.get(key);
+    if (!answer) {
+      answer = this.visible(restriction, resource);
+      memo.set(key, answer);
+    }
+    return answer;
+  }
+
+  private async visible(restriction: Restriction, resource: Resource): Promise<boolean> {
+    const ctx: FhirContext = { repo: this.repo(), fhirBase: this.fhirBase, defaultCount: 20, maxCount: 20, maxBinaryBytes: 0, restriction };
     try {
-      const restriction = new AccessPolicy(owner).check(resource.resourceType, 'r');
-      if (isUnrestricted(restriction)) return true;
-      const ctx: FhirContext = {
-        repo: this.repo(),
-        fhirBase: this.fhirBase,
-        defaultCount: 20,
-        maxCount: 20,
-        maxBinaryBytes: 0,
-        restriction,
-      };
       await assertVisible(ctx, resource);
       return true;
     } catch {
@@ -361,74 +563,120 @@ export class SubscriptionService {
     }
   }
 
+  /** Could this owner read the resource (outside the batch path: no shared memo). */
+  async mayRead(owner: AuthContext | undefined, resource: Resource): Promise<boolean> {
+    if (!owner) return true;
+    const entry: Entry = { cfg: undefined as never, owner, policy: new AccessPolicy(owner), restrictions: new Map(), ownerKey: '', eventsSince: 0n };
+    return this.mayReadShared(entry, resource, new Map());
+  }
+
   // ------------------------------------------------------------------ rest-hook delivery
 
+  /** Adds (or replaces the pending) delivery job of a rest-hook subscription, now. */
   async trigger(id: string): Promise<void> {
     const { retryAttempts, retryBackoffMs } = this.deps.config.subscriptions;
+    this.lastTriggered.set(id, Date.now());
     await this.deps.jobs.add(REST_HOOK_QUEUE, { id }, { jobId: `sub:${id}`, attempts: retryAttempts, backoffMs: retryBackoffMs });
   }
 
+  /**
+   * Asks for a trigger without waiting: requests for one subscription made while its trigger is
+   * being added coalesce into one more (so a busy subscription costs a few queue writes per
+   * second, not one per event), and at most 16 are added at once.
+   */
+  requestTrigger(id: string): void {
+    this.toTrigger.add(id);
+    this.pump();
+  }
+
+  private pump(): void {
+    for (const id of this.toTrigger) {
+      if (this.triggering.size >= 16) return;
+      if (this.triggering.has(id)) continue;
+      this.toTrigger.delete(id);
+      this.triggering.add(id);
+      void this.trigger(id)
+        .catch((err: unknown) => this.log.warn({ err, subscription: id }, 'rest-hook trigger failed; the sweep retries it'))
+        .finally(() => {
+          this.triggering.delete(id);
+          this.pump();
+        });
+    }
+  }
+
   statusInfo(entry: Entry, state: StateRow | undefined, status = entry.cfg.status): StatusInfo {
-    return { id: entry.cfg.id, topic: entry.cfg.topicUrl, status, eventsSince: state?.events_since ?? '0', error: state?.last_error ?? undefined };
+    const stored = BigInt(state?.events_since ?? '0');
+    const since = stored > entry.eventsSince ? stored : entry.eventsSince;
+    return { id: entry.cfg.id, topic: entry.cfg.topicUrl, status, eventsSince: since.toString(), error: state?.last_error ?? undefined };
   }
 
   async eventsAfter(id: string, after: string, limit: number, until?: string): Promise<EventRow[]> {
-    const res = await this.deps.db.query<EventRow>(
+    const res = await this.deps.db.query<EventRow & { context: string[] | null }>(
       `SELECT ${EVENT_COLUMNS} FROM subscription_event WHERE subscription_id = $1 AND event_number > $2::bigint
        AND ($4::bigint IS NULL OR event_number <= $4::bigint) ORDER BY event_number LIMIT $3`,
       [id, after, limit, until ?? null],
     );
+    for (const r of res.rows) if (!r.context) delete (r as EventRow).context;
     return res.rows;
   }
 
-  private async post(entry: Entry, type: NotificationType, events: EventRow[], state: StateRow | undefined, status?: string): Promise<void> {
-    const cfg = entry.cfg;
-    const endpoint = cfg.endpoint as string;
-    const refusal = await endpointRefusal(endpoint, this.deps.config.subscriptions.allowedHosts);
-    if (refusal) throw new Error(`Refused: ${refusal}`);
-    const bundle = await notificationBundle(this.repo(), this.fhirBase, this.statusInfo(entry, state, status), type, events, cfg.content);
-    const headers: Record<string, string> = { 'content-type': 'application/fhir+json' };
-    for (const [k, v] of cfg.headers) headers[k] = v;
-    const res = await fetch(endpoint, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify(bundle),
-      signal: AbortSignal.timeout(cfg.timeoutSeconds * 1000),
-      redirect: 'manual',
-    });
-    await res.arrayBuffer().catch(() => undefined);
-    if (res.status < 200 || res.status > 299) throw new Error(`The endpoint answered HTTP ${res.status}`);
-    entry.lastSentAt = Date.now();
-    await this.deps.db.query(`UPDATE subscription_state SET last_sent_at = now(), failures = 0, last_error = NULL WHERE id = $1`, [cfg.id]);
+  /** POSTs one notification; throws unless the endpoint answers 2xx. */
+  private async post(entry: Entry, type: NotificationType, events: EventRow[], info: StatusInfo): Promise<void> {
+    await this.postBundle(entry, await notificationBundle(this.deps.db, this.fhirBase, info, type, events, entry.cfg.content));
+  }
+
+  /** Records a successful notification (and how far events are delivered) in one statement. */
+  private async sent(id: string, through?: string): Promise<void> {
+    await this.deps.db.query(
+      `UPDATE subscription_state SET last_sent_at = clock_timestamp(), failures = 0, last_error = NULL,
+         delivered_through = GREATEST(delivered_through, coalesce($2::bigint, 0)) WHERE id = $1`,
+      [id, through ?? null],
+    );
   }
 
   private async restHookJob(job: Job<{ id: string }>): Promise<void> {
     const id = job.data.id;
-    const entry = this.subs.get(id);
+    const entry = await this.load(id);
     if (!entry || entry.cfg.channelType !== 'rest-hook') return;
     let state = await this.state(id);
     if (!state) return;
     let batch: EventRow[] = [];
     try {
+      const refusal = await endpointRefusal(entry.cfg.endpoint as string, this.deps.config.subscriptions.allowedHosts);
+      if (refusal) throw new Error(`Refused: ${refusal}`);
       if (!state.handshake_done) {
-        await this.post(entry, 'handshake', [], state, 'requested');
+        await this.post(entry, 'handshake', [], this.statusInfo(entry, state, 'requested'));
         await this.deps.db.query(`UPDATE subscription_state SET handshake_done = true WHERE id = $1`, [id]);
+        await this.sent(id);
         await this.setStatus(id, 'active');
         state = (await this.state(id)) as StateRow;
       }
       let sent = false;
+      const max = entry.cfg.maxCount;
       for (;;) {
-        batch = await this.eventsAfter(id, state.delivered_through, entry.cfg.maxCount);
-        if (batch.length === 0) break;
-        await this.post(entry, 'event-notification', batch, state, 'active');
-        const last = batch[batch.length - 1].eventNumber;
-        await this.deps.db.query(`UPDATE subscription_state SET delivered_through = GREATEST(delivered_through, $2::bigint) WHERE id = $1`, [id, last]);
-        state.delivered_through = last;
-        sent = true;
+        // Several Bundles' worth at once: one read (events and payload) for up to 10 POSTs.
+        const ahead = await this.eventsAfter(id, state.delivered_through, Math.min(max * 10, 1000));
+        if (ahead.length === 0) break;
+        const payload = await loadPayload(this.deps.db, ahead, entry.cfg.content);
+        const since = ahead[ahead.length - 1].eventNumber;
+        for (let i = 0; i < ahead.length; i += max) {
+          batch = ahead.slice(i, i + max);
+          const info = this.statusInfo(entry, state, 'active');
+          if (BigInt(info.eventsSince) < BigInt(since)) info.eventsSince = since;
+          const bundle = await notificationBundle(this.deps.db, this.fhirBase, info, 'event-notification', batch, entry.cfg.content, payload);
+          await this.postBundle(entry, bundle);
+          const last = batch[batch.length - 1].eventNumber;
+          await this.sent(id, last);
+          state.delivered_through = last;
+          sent = true;
+        }
+        batch = [];
       }
-      batch = [];
       const hb = entry.cfg.heartbeatSeconds;
-      if (!sent && hb && Date.now() - entry.lastSentAt >= hb * 1000) await this.post(entry, 'heartbeat', [], state, 'active');
+      if (!sent && hb && (state.idle_ms === null || state.idle_ms >= hb * 1000 - 50)) {
+        await this.post(entry, 'heartbeat', [], this.statusInfo(entry, state, 'active'));
+        await this.sent(id);
+      }
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       const final = job.attempt >= job.attempts;
@@ -450,18 +698,59 @@ export class SubscriptionService {
     }
   }
 
-  private async heartbeats(): Promise<void> {
-    if (this.stopped) return;
-    const now = Date.now();
-    for (const entry of this.subs.values()) {
-      const hb = entry.cfg.heartbeatSeconds;
-      if (!hb || entry.cfg.channelType !== 'rest-hook' || entry.cfg.status !== 'active') continue;
-      if (now - entry.lastSentAt < hb * 1000) continue;
-      entry.lastSentAt = now; // one trigger per period; the job re-checks
-      const state = await this.state(entry.cfg.id).catch(() => undefined);
-      if (!state || state.failures > 0) continue;
-      await this.trigger(entry.cfg.id).catch((err: unknown) => this.log.warn({ err }, 'heartbeat trigger failed'));
-      entry.lastSentAt = now - hb * 1000; // let the job decide (it compares with lastSentAt)
+  private async postBundle(entry: Entry, bundle: object): Promise<void> {
+    const cfg = entry.cfg;
+    const headers: Record<string, string> = { 'content-type': 'application/fhir+json' };
+    for (const [k, v] of cfg.headers) headers[k] = v;
+    const res = await fetch(cfg.endpoint as string, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify(bundle),
+      signal: AbortSignal.timeout(cfg.timeoutSeconds * 1000),
+      redirect: 'manual',
+    });
+    await res.arrayBuffer().catch(() => undefined);
+    if (res.status < 200 || res.status > 299) throw new Error(`The endpoint answered HTTP ${res.status}`);
+  }
+
+  // ------------------------------------------------------------------ every second, every process
+
+  /**
+   * Runs in every process whatever sockets it holds: follows Subscription changes made
+   * elsewhere, turns subscriptions whose end has passed off, and triggers rest-hook work that is
+   * due (heartbeats from the database's last_sent_at, so all processes agree) or was left
+   * undelivered (a crash after numbering, a lost trigger). Duplicate triggers from several
+   * processes collapse on the job id.
+   */
+  async tick(): Promise<void> {
+    if (this.stopped || this.ticking) return;
+    this.ticking = true;
+    try {
+      await this.syncRegistry();
+      const now = Date.now();
+      for (const entry of [...this.subs.values()]) {
+        if (entry.cfg.end && entry.cfg.end <= now) {
+          this.remove(entry.cfg.id);
+          await this.setStatus(entry.cfg.id, 'off');
+        }
+      }
+      const hooks = [...this.subs.values()].filter((e) => e.cfg.channelType === 'rest-hook');
+      if (hooks.length === 0) return;
+      const res = await this.deps.db.query<{ id: string }>(
+        `SELECT st.id FROM unnest($1::text[], $2::int[]) AS h(id, secs) JOIN subscription_state st ON st.id = h.id
+         WHERE st.failures = 0 AND (NOT st.handshake_done OR st.delivered_through < st.events_since
+           OR (h.secs > 0 AND (st.last_sent_at IS NULL OR st.last_sent_at <= clock_timestamp() - h.secs * interval '1 second')))`,
+        [hooks.map((e) => e.cfg.id), hooks.map((e) => e.cfg.heartbeatSeconds ?? 0)],
+      );
+      for (const { id } of res.rows) {
+        // Triggered (by this process) within the last second: its job is on it.
+        if (now - (this.lastTriggered.get(id) ?? 0) < 1000) continue;
+        this.requestTrigger(id);
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'subscription tick failed');
+    } finally {
+      this.ticking = false;
     }
   }
 }

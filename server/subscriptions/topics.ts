@@ -4,7 +4,7 @@
 // A topic triggers on resourceTrigger entries: a resource type (or "*"/Resource for any), the
 // interactions (create/update/delete), optional queryCriteria (previous/current search filters)
 // and fhirPathCriteria (with %previous / %current).
-import { evalFhirPath, matchesSearchRequest, parseSearchRequest } from '@medplum/core';
+import { evalFhirPath, getSearchParameter, matchesSearchRequest, parseSearchRequest } from '@medplum/core';
 import type { Basic, Extension, Resource } from '@medplum/fhirtypes';
 import type { ResourceAction } from '../jobs/outbox-relay.ts';
 import { contributeToCapabilities } from '../fhir/capability.ts';
@@ -34,11 +34,20 @@ export interface CanFilterBy {
   filterParameter: string;
 }
 
+/** notificationShape: for focus resources of this type, the _include-style paths of additional context. */
+export interface NotificationShape {
+  /** A resource type, or '*' for any. */
+  resource: string;
+  /** "Task:focus", "Task:patient", "Task:patient:Patient" (source type, search parameter, target type). */
+  include: string[];
+}
+
 export interface Topic {
   url: string;
   title?: string;
   triggers: ResourceTrigger[];
   canFilterBy: CanFilterBy[];
+  notificationShape: NotificationShape[];
 }
 
 const ext = (e: { extension?: Extension[] }, name: string): Extension[] =>
@@ -77,7 +86,11 @@ export function topicFromBasic(basic: Basic): Topic | undefined {
     resource: str(ext(f, 'resource')[0]) ? typeOf(str(ext(f, 'resource')[0]) as string) : undefined,
     filterParameter: str(ext(f, 'filterParameter')[0]) ?? '',
   }));
-  return { url, title: str(ext(basic, `${X}.title`)[0]), triggers, canFilterBy };
+  const notificationShape = ext(basic, `${X}.notificationShape`).map((n) => ({
+    resource: typeOf(str(ext(n, 'resource')[0]) ?? '*'),
+    include: ext(n, 'include').map((i) => str(i) ?? '').filter(Boolean),
+  }));
+  return { url, title: str(ext(basic, `${X}.title`)[0]), triggers, canFilterBy, notificationShape };
 }
 
 let topics: Map<string, Topic> | undefined;
@@ -153,4 +166,40 @@ export function topicFires(topic: Topic, type: string, action: ResourceAction, c
 /** Resource types a topic may fire for ('*' = any). */
 export function topicTypes(topic: Topic): Set<string> {
   return new Set(topic.triggers.map((t) => t.resource));
+}
+
+/**
+ * The additional context of a focus resource as the topic's notificationShape asks: the
+ * references its include paths name ("Task:focus" -> what Task.focus points at), as relative
+ * "Type/id" references, in include order, without duplicates or the focus itself. Contained and
+ * external references are left out (nothing on this server to notify about).
+ */
+export function additionalContext(topic: Topic, focus: Resource): string[] {
+  const out: string[] = [];
+  const self = `${focus.resourceType}/${focus.id}`;
+  for (const shape of topic.notificationShape) {
+    if (shape.resource !== '*' && shape.resource !== focus.resourceType) continue;
+    for (const include of shape.include) {
+      const [source, code, target] = include.split(':');
+      if (source !== focus.resourceType || !code) continue;
+      const sp = getSearchParameter(source, code);
+      if (!sp?.expression || sp.type !== 'reference') continue;
+      let values: unknown[];
+      try {
+        values = evalFhirPath(sp.expression, focus);
+      } catch {
+        continue;
+      }
+      for (const v of values) {
+        const ref = (v as { reference?: unknown } | undefined)?.reference;
+        if (typeof ref !== 'string') continue;
+        const m = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(ref);
+        if (!m || ref.startsWith('#') || (/^[a-z]+:/i.test(ref) && !ref.includes('/fhir/'))) continue;
+        if (target && m[1] !== target) continue;
+        const rel = `${m[1]}/${m[2]}`;
+        if (rel !== self && !out.includes(rel)) out.push(rel);
+      }
+    }
+  }
+  return out;
 }

@@ -7,8 +7,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { EventRow } from './notification.ts';
-import { notificationBundle } from './notification.ts';
+import type { EventRow, Payload } from './notification.ts';
+import { buildBundle, NO_PAYLOAD, notificationBundle } from './notification.ts';
 import type { LivePush, SubscriptionService } from './service.ts';
 
 export const WS_PATH = '/fhir/ws';
@@ -25,6 +25,8 @@ interface Conn {
   bindings: Map<string, Binding>;
   /** Keeps each socket's messages in order while bundles are built asynchronously. */
   chain: Promise<void>;
+  /** Had bindings once: closed when the last one goes (expired tokens, ended subscriptions). */
+  hadBindings?: boolean;
 }
 
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
@@ -133,31 +135,41 @@ export class WebsocketHub implements LivePush {
   private async bind(conn: Conn, token: string): Promise<void> {
     const found = await this.lookup(token);
     if (!found) return this.sendError(conn, 'The binding token is unknown or expired');
+    // One query for the Subscriptions this process has not seen yet, one for all the states.
+    await this.service.refreshRegistry(found.ids.filter((id) => !this.service.subs.has(id)));
+    const states = await this.service.states(found.ids);
     for (const id of found.ids) {
-      const entry = await this.service.load(id);
+      const entry = this.service.subs.get(id);
       if (!entry || entry.cfg.channelType !== 'websocket') continue;
-      const state = await this.service.state(id);
+      const state = states.get(id);
+      const info = this.service.statusInfo(entry, state, 'active');
       const binding: Binding = {
         expiresAt: found.expiresAt,
         lastSentAt: Date.now(),
-        lastEvent: conn.bindings.get(id)?.lastEvent ?? BigInt(state?.events_since ?? '0'),
+        lastEvent: conn.bindings.get(id)?.lastEvent ?? BigInt(info.eventsSince),
       };
       conn.bindings.set(id, binding);
+      conn.hadBindings = true;
       const set = this.bySub.get(id) ?? new Set();
       set.add(conn);
       this.bySub.set(id, set);
-      this.enqueue(conn, async () =>
-        JSON.stringify(
-          await notificationBundle(this.service.repo(), this.service.fhirBase, this.service.statusInfo(entry, state, 'active'), 'handshake', [], entry.cfg.content),
-        ),
-      );
+      this.enqueue(conn, async () => JSON.stringify(buildBundle(this.service.fhirBase, info, 'handshake', [], entry.cfg.content, NO_PAYLOAD)));
     }
   }
 
-  push(subscriptionId: string, events: EventRow[]): void {
-    const conns = this.bySub.get(subscriptionId);
+  /**
+   * Sends events to the sockets bound to the subscription (events already sent on a socket are
+   * dropped). The Bundle is built once for all sockets that need the same events; payload holds
+   * the focus versions the engine has already read (a push from another process reads them).
+   */
+  push(subscriptionId: string, events: EventRow[], payload?: Payload): void {
     const entry = this.service.subs.get(subscriptionId);
-    if (!conns?.size || !entry) return;
+    if (!entry || events.length === 0) return;
+    const last = BigInt(events[events.length - 1].eventNumber);
+    if (last > entry.eventsSince) entry.eventsSince = last;
+    const conns = this.bySub.get(subscriptionId);
+    if (!conns?.size) return;
+    const built = new Map<number, Promise<string>>(); // by the number of events already sent (same tail -> same Bundle)
     for (const conn of conns) {
       const binding = conn.bindings.get(subscriptionId);
       if (!binding) continue;
@@ -165,10 +177,15 @@ export class WebsocketHub implements LivePush {
       if (fresh.length === 0) continue;
       binding.lastEvent = BigInt(fresh[fresh.length - 1].eventNumber);
       binding.lastSentAt = Date.now();
-      this.enqueue(conn, async () => {
-        const info = { ...this.service.statusInfo(entry, undefined, 'active'), eventsSince: fresh[fresh.length - 1].eventNumber };
-        return JSON.stringify(await notificationBundle(this.service.repo(), this.service.fhirBase, info, 'event-notification', fresh, entry.cfg.content));
-      });
+      let text = built.get(fresh.length);
+      if (!text) {
+        const info = { ...this.service.statusInfo(entry, undefined, 'active') };
+        text = notificationBundle(this.service.deps.db, this.service.fhirBase, info, 'event-notification', fresh, entry.cfg.content, payload).then((b) => JSON.stringify(b));
+        text.catch(() => undefined);
+        built.set(fresh.length, text);
+      }
+      const ready = text;
+      this.enqueue(conn, () => ready);
     }
   }
 
@@ -177,7 +194,9 @@ export class WebsocketHub implements LivePush {
     for (const conn of this.conns) {
       for (const [id, b] of conn.bindings) {
         const entry = this.service.subs.get(id);
-        if (b.expiresAt <= now || !entry) {
+        // Token expired, or the subscription ended, was turned off, failed or was deleted (in
+        // any process: the registry follows the outbox).
+        if (b.expiresAt <= now || !entry || (entry.cfg.end !== undefined && entry.cfg.end <= now)) {
           conn.bindings.delete(id);
           this.bySub.get(id)?.delete(conn);
           continue;
@@ -185,15 +204,12 @@ export class WebsocketHub implements LivePush {
         const hb = entry.cfg.heartbeatSeconds;
         if (!hb || now - b.lastSentAt < hb * 1000) continue;
         b.lastSentAt = now;
-        this.enqueue(conn, async () => {
-          const info = { ...this.service.statusInfo(entry, undefined, 'active'), eventsSince: b.lastEvent.toString() };
-          return JSON.stringify(await notificationBundle(this.service.repo(), this.service.fhirBase, info, 'heartbeat', [], entry.cfg.content));
-        });
+        const info = this.service.statusInfo(entry, undefined, 'active');
+        this.enqueue(conn, async () => JSON.stringify(buildBundle(this.service.fhirBase, info, 'heartbeat', [], entry.cfg.content, NO_PAYLOAD)));
       }
-      if (conn.bindings.size === 0 && conn.ws.readyState === conn.ws.OPEN && (conn as { hadBindings?: boolean }).hadBindings) {
-        conn.ws.close(4001, 'binding token expired');
+      if (conn.bindings.size === 0 && conn.ws.readyState === conn.ws.OPEN && conn.hadBindings) {
+        conn.ws.close(4001, 'binding token expired or subscriptions ended');
       }
-      if (conn.bindings.size > 0) (conn as { hadBindings?: boolean }).hadBindings = true;
     }
   }
 }

@@ -15,6 +15,7 @@ import { AccessPolicy, isUnrestricted } from '../auth/access.ts';
 import { authenticate } from './authenticate.ts';
 import { fhirCors } from './cors.ts';
 import { fhirHandler } from './fhir-handler.ts';
+import { uiStatic } from './ui-static.ts';
 
 export interface AppDeps {
   config: Config;
@@ -129,6 +130,8 @@ export function createApp(deps: AppDeps): Koa {
   app.use(logging(log));
   app.use(errors());
   app.use(securityHeaders());
+  // The bundled web UI (ui/dist) under /app: a SMART app of this server, using only the FHIR API.
+  app.use(uiStatic());
   app.use(fhirCors(db));
   if (deps.authRoutes) app.use(deps.authRoutes);
   if (deps.hl7Routes) {

@@ -1,0 +1,16 @@
+// Where the app finds its server: the same origin that serves it (the UI is a SMART app of its
+// own server), and the timings of the session.
+export const ORIGIN = location.origin;
+export const FHIR_BASE = `${ORIGIN}/fhir`;
+export const APP_BASE = '/app';
+export const CLIENT_ID = 'wardlink-ui';
+export const REDIRECT_URI = `${ORIGIN}${APP_BASE}/callback`;
+/** online_access: the refresh token lives as long as the server sign-in session, not 30 days. */
+export const SCOPES = 'openid fhirUser online_access user/*.cruds';
+
+/** Signed out after this long without a key press, click or touch. */
+export const IDLE_TIMEOUT_MS = 15 * 60_000;
+/** The warning dialog shows this long before the idle sign-out. */
+export const IDLE_WARNING_MS = 60_000;
+/** Access tokens are refreshed this long before they expire. */
+export const REFRESH_EARLY_MS = 60_000;

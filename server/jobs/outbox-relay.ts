@@ -198,8 +198,13 @@ export class OutboxRelay {
    * Claims and delivers one batch; returns how many events it claimed (0: nothing to do). The
    * background loop calls it; tests and tools may too.
    */
-  async relayBatch(): Promise<number> {
-    if (!this.exclusive) {
+  relayBatch(): Promise<number> {
+    return this.relayOnce(true);
+  }
+
+  /** look: a cheap look before claiming (a poll); skipped when woken, as there is work. */
+  private async relayOnce(look: boolean): Promise<number> {
+    if (!this.exclusive && look) {
       // A cheap look first, so an idle relay costs one indexed query per poll, not a transaction.
       const pending = await this.db.query(
         `SELECT 1 FROM outbox WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until < clock_timestamp()) LIMIT 1`,
@@ -291,18 +296,27 @@ export class OutboxRelay {
   }
 
   /** Claims the next batch (a lease), serialised with other processes by an advisory lock. */
-  private claim(): Promise<OutboxRow[]> {
-    return this.db.transaction(async (tx) => {
-      await tx.query(`SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`);
-      const res = await tx.query<OutboxRow>(
+  private async claim(): Promise<OutboxRow[]> {
+    // BEGIN and the lock go in one round trip (a simple multi-statement query): the claim is
+    // on the latency path of every notification.
+    const client = await this.db.pool.connect();
+    try {
+      await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`);
+      const res = await client.query<OutboxRow>(
         `UPDATE outbox o SET claimed_by = $1, claimed_until = clock_timestamp() + $2 ${MS}, attempts = o.attempts + 1
          FROM (SELECT c.id FROM outbox c WHERE ${this.claimable} ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED) pick
          WHERE o.id = pick.id
          RETURNING ${COLUMNS('o')}`,
         [this.owner, this.leaseMs, this.batchSize],
       );
+      await client.query('COMMIT');
       return res.rows;
-    });
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
   }
 
   /** The next batch when this relay is the only one (exclusive): no lease to write. */
@@ -336,30 +350,35 @@ export class OutboxRelay {
   }
 
   private async run(): Promise<void> {
+    let eager = false; // woken or a full batch: there is work, claim without looking first
     while (!this.stopped) {
       this.woken = false;
       let claimed = 0;
+      let failed = false;
       try {
-        claimed = await this.relayBatch();
+        claimed = await this.relayOnce(!eager);
       } catch (err) {
+        failed = true;
         if (!this.stopped) this.log.error({ err }, 'outbox relay failed; retrying');
       }
       if (this.stopped) break;
-      if (claimed < this.batchSize && !this.woken) await this.sleep(this.pollMs);
+      eager = !failed && (claimed >= this.batchSize || this.woken);
+      if (!eager) eager = (await this.sleep(this.pollMs)) && !failed;
     }
   }
 
-  private sleep(ms: number): Promise<void> {
+  /** Resolves true when woken before the time is up. */
+  private sleep(ms: number): Promise<boolean> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.sleeping = undefined;
-        resolve();
+        resolve(false);
       }, ms);
       this.sleeping = {
         timer,
         resolve: () => {
           this.sleeping = undefined;
-          resolve();
+          resolve(true);
         },
       };
     });

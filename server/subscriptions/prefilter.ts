@@ -74,3 +74,84 @@ export function mayMatch(params: [string, string][], values: EventValues): boole
   }
   return true;
 }
+
+/**
+ * An index of subscriptions by their filters, so an event is checked against the few whose
+ * filter may match it rather than all N (1,000 subscriptions on Patient each filtering on one
+ * family name: an event looks at the one or two that share a three-letter piece of its values).
+ * A subscription is indexed by the first pre-checkable parameter of its first filter that has
+ * one, under the first three letters of each value it wants: a wanted value contained in one
+ * of the focus's values (what mayMatch needs) shares those three letters with it. Everything
+ * else (no filter, no checkable parameter, a value shorter than three) is always a candidate.
+ * Like mayMatch it only narrows: the full match still decides.
+ */
+export class FilterIndex {
+  /** filter resource type ('*': any) -> parameter code -> trigram -> subscription ids */
+  private readonly grams = new Map<string, Map<string, Map<string, Set<string>>>>();
+  private readonly always = new Set<string>();
+  private readonly placed = new Map<string, [type: string, code: string, gram: string][]>();
+
+  add(id: string, filters: { type?: string; params: [string, string][] }[]): void {
+    this.remove(id);
+    for (const f of filters) {
+      const check = prepare(f.params)[0];
+      if (!check) continue;
+      const [code, wanted] = check;
+      if (wanted.some((w) => w.length < 3)) continue;
+      const type = f.type ?? '*';
+      const byCode = this.grams.get(type) ?? new Map<string, Map<string, Set<string>>>();
+      this.grams.set(type, byCode);
+      const byGram = byCode.get(code) ?? new Map<string, Set<string>>();
+      byCode.set(code, byGram);
+      const keys: [string, string, string][] = [];
+      for (const w of wanted) {
+        const gram = w.slice(0, 3);
+        const ids = byGram.get(gram) ?? new Set<string>();
+        ids.add(id);
+        byGram.set(gram, ids);
+        keys.push([type, code, gram]);
+      }
+      this.placed.set(id, keys);
+      return;
+    }
+    this.always.add(id);
+  }
+
+  remove(id: string): void {
+    this.always.delete(id);
+    for (const [type, code, gram] of this.placed.get(id) ?? []) {
+      const byCode = this.grams.get(type);
+      const byGram = byCode?.get(code);
+      const ids = byGram?.get(gram);
+      ids?.delete(id);
+      if (ids && ids.size === 0) byGram!.delete(gram);
+      if (byGram && byGram.size === 0) byCode!.delete(code);
+      if (byCode && byCode.size === 0) this.grams.delete(type);
+    }
+    this.placed.delete(id);
+  }
+
+  /** The subscriptions whose filters may match a focus of this type with these values. */
+  candidates(type: string, values: EventValues): Set<string> {
+    const out = new Set(this.always);
+    for (const key of type === '*' ? ['*'] : [type, '*']) {
+      const byCode = this.grams.get(key);
+      if (!byCode) continue;
+      for (const [code, byGram] of byCode) {
+        const have = values.values(code);
+        if (!have) {
+          // Not pre-checkable on this focus: every subscription under it stays a candidate.
+          for (const ids of byGram.values()) for (const id of ids) out.add(id);
+          continue;
+        }
+        for (const h of have) {
+          for (let i = 0; i + 3 <= h.length; i++) {
+            const ids = byGram.get(h.slice(i, i + 3));
+            if (ids) for (const id of ids) out.add(id);
+          }
+        }
+      }
+    }
+    return out;
+  }
+}

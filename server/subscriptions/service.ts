@@ -28,7 +28,7 @@ import type { Logger } from '../logger.ts';
 import { readSubscription, type SubscriptionConfig } from './model.ts';
 import { loadPayload, notificationBundle, type EventRow, type NotificationType, type Payload, type StatusInfo } from './notification.ts';
 import { readCurrent, readVersions, versionKey } from './payload.ts';
-import { EventValues, mayMatch } from './prefilter.ts';
+import { EventValues, FilterIndex, mayMatch } from './prefilter.ts';
 import { endpointRefusal } from './ssrf.ts';
 import { additionalContext, topicFires, type Topic } from './topics.ts';
 
@@ -88,6 +88,21 @@ function topicNeedsPrevious(topic: Topic): boolean {
   return v;
 }
 
+/** An outbox event, the subscriptions it may concern, and whether its previous version is needed. */
+interface Work {
+  event: ResourceEvent;
+  entries: Entry[];
+  previous: boolean;
+}
+
+/** The versions a batch's matching reads: the focus as written, and the one before where needed. */
+function versionKeys(work: Work[]): { type: string; id: string; version: number }[] {
+  return work.flatMap(({ event: e, previous }) => [
+    ...(e.action !== 'delete' ? [{ type: e.resourceType, id: e.resourceId, version: e.version }] : []),
+    ...(previous ? [{ type: e.resourceType, id: e.resourceId, version: e.version - 1 }] : []),
+  ]);
+}
+
 /** One match of an outbox event to a subscription, before it is numbered. */
 interface Match {
   event: ResourceEvent;
@@ -102,6 +117,8 @@ export class SubscriptionService {
   readonly subs = new Map<string, Entry>();
   /** Subscription ids by resource type their topic fires on ('*': any). */
   private byType = new Map<string, Set<string>>();
+  /** Subscriptions by what their filters want (prefilter.ts): an event meets only the few that may match. */
+  private readonly filterIndex = new FilterIndex();
   /** Parsed filter criteria ("Type?query" -> request, null when unparsable): parsed once, not per event. */
   private readonly parsedFilters = new Map<string, SearchRequest | null>();
   live: LivePush | undefined;
@@ -113,7 +130,7 @@ export class SubscriptionService {
   /** Registry sync: highest Subscription outbox id applied, and applied ids at or below it that were pending. */
   private syncedThrough = 0n;
   private readonly syncedPending = new Set<string>();
-  private syncing: Promise<void> | undefined;
+  private syncing: Promise<number> | undefined;
   /** rest-hook trigger pump: ids waiting, ids being triggered, when each was last triggered. */
   private readonly toTrigger = new Set<string>();
   private readonly triggering = new Set<string>();
@@ -191,6 +208,7 @@ export class SubscriptionService {
       eventsSince: prior && prior.eventsSince > since ? prior.eventsSince : since,
     };
     this.subs.set(cfg.id, entry);
+    this.filterIndex.add(cfg.id, cfg.filters);
     for (const t of cfg.topic.triggers) {
       const set = this.byType.get(t.resource) ?? new Set();
       set.add(cfg.id);
@@ -201,6 +219,7 @@ export class SubscriptionService {
 
   private remove(id: string): void {
     if (!this.subs.delete(id)) return;
+    this.filterIndex.remove(id);
     for (const set of this.byType.values()) set.delete(id);
   }
 
@@ -234,12 +253,13 @@ export class SubscriptionService {
    * (whichever process relays them): rows above the watermark, and rows still pending below it
    * (a transaction that took its id earlier but committed later). One indexed query.
    */
-  syncRegistry(): Promise<void> {
+  syncRegistry(): Promise<number> {
     this.syncing ??= this.syncOnce().finally(() => (this.syncing = undefined));
     return this.syncing;
   }
 
-  private async syncOnce(): Promise<void> {
+  /** Returns how many Subscriptions it re-read. */
+  private async syncOnce(): Promise<number> {
     const res = await this.deps.db.query<{ id: string; resource_id: string; pending: boolean }>(
       `SELECT id::text, resource_id, processed_at IS NULL AS pending FROM outbox WHERE resource_type = 'Subscription' AND id > $1::bigint
        UNION ALL
@@ -258,6 +278,7 @@ export class SubscriptionService {
     if (ids.size > 0) await this.refreshRegistry([...ids]);
     this.syncedThrough = top;
     if (this.syncedPending.size > 10_000) this.syncedPending.clear();
+    return ids.size;
   }
 
   /** A Subscription changed (its outbox event is relayed here): handshake or activate it when it was (re)requested. */
@@ -316,7 +337,12 @@ export class SubscriptionService {
   /** One outbox batch: a fixed number of queries whatever its size (see the header). */
   async onBatch(events: readonly ResourceEvent[]): Promise<void> {
     if (this.stopped || events.length === 0) return;
-    await this.syncRegistry();
+    // The registry sync and the focus reads go in parallel; in the rare batch where the sync
+    // found Subscription changes, candidates are worked out again and missing versions read.
+    const syncing = this.syncRegistry();
+    let work = this.candidates(events);
+    const keys = versionKeys(work);
+    const [changes, versions] = await Promise.all([syncing, keys.length ? readVersions(this.deps.db, keys) : new Map<string, Resource>()]);
     const changed = [...new Set(events.filter((e) => e.resourceType === 'Subscription').map((e) => e.resourceId))];
     for (const id of changed) {
       try {
@@ -325,30 +351,12 @@ export class SubscriptionService {
         this.announce?.(id);
       }
     }
-
-    // Candidates per event, and the versions to read (current; previous where a topic needs it).
-    const now = Date.now();
-    const work: { event: ResourceEvent; entries: Entry[]; previous: boolean }[] = [];
-    for (const e of events) {
-      const ids = [...(this.byType.get(e.resourceType) ?? []), ...(this.byType.get('*') ?? [])];
-      if (ids.length === 0) continue;
-      const entries: Entry[] = [];
-      for (const id of new Set(ids)) {
-        const entry = this.subs.get(id);
-        if (!entry || (entry.cfg.status !== 'active' && entry.cfg.status !== 'requested')) continue;
-        if (entry.cfg.end && entry.cfg.end < now) continue;
-        entries.push(entry);
-      }
-      if (entries.length === 0) continue;
-      const previous = e.version > 1 && (e.action === 'delete' || (e.action !== 'create' && entries.some((x) => topicNeedsPrevious(x.cfg.topic))));
-      work.push({ event: e, entries, previous });
+    if (changes > 0 || changed.length > 0) {
+      work = this.candidates(events);
+      const missing = versionKeys(work).filter((k) => !versions.has(versionKey(k.type, k.id, k.version)));
+      if (missing.length) for (const [k, v] of await readVersions(this.deps.db, missing)) versions.set(k, v);
     }
     if (work.length === 0) return;
-    const keys = work.flatMap(({ event: e, previous }) => [
-      ...(e.action !== 'delete' ? [{ type: e.resourceType, id: e.resourceId, version: e.version }] : []),
-      ...(previous ? [{ type: e.resourceType, id: e.resourceId, version: e.version - 1 }] : []),
-    ]);
-    const versions = await readVersions(this.deps.db, keys);
 
     // Match in memory; access answers are shared by subscriptions of one owner within the batch.
     const access = new Map<string, Promise<boolean>>();
@@ -359,10 +367,12 @@ export class SubscriptionService {
       const prev = previous ? versions.get(versionKey(e.resourceType, e.resourceId, e.version - 1)) : undefined;
       const focus = current ?? prev;
       if (!focus) continue;
-      let values: EventValues | undefined; // the focus's search values, shared by all candidates
+      const values = new EventValues(focus); // the focus's search values, shared by all candidates
       const firing = new Map<Topic, boolean>(); // a topic fires or not once per event
       const contexts = new Map<Topic, string[]>();
+      const hits = this.filterIndex.candidates(focus.resourceType, values);
       for (const entry of entries) {
+        if (!hits.has(entry.cfg.id)) continue;
         const cfg = entry.cfg;
         let fires = firing.get(cfg.topic);
         if (fires === undefined) {
@@ -370,7 +380,6 @@ export class SubscriptionService {
           firing.set(cfg.topic, fires);
         }
         if (!fires) continue;
-        values ??= new EventValues(focus);
         if (!this.filtersMatch(cfg, focus, values)) continue;
         if (!(await this.mayReadShared(entry, focus, access))) continue;
         let context = contexts.get(cfg.topic);
@@ -387,6 +396,27 @@ export class SubscriptionService {
     const numbered = await this.number(matches);
     const payload: Payload = { versions, current: new Map() };
     this.fanOut(numbered, payload);
+  }
+
+  /** The events some subscription may care about, with their candidate subscriptions. */
+  private candidates(events: readonly ResourceEvent[]): Work[] {
+    const now = Date.now();
+    const work: Work[] = [];
+    for (const e of events) {
+      const ids = [...(this.byType.get(e.resourceType) ?? []), ...(this.byType.get('*') ?? [])];
+      if (ids.length === 0) continue;
+      const entries: Entry[] = [];
+      for (const id of new Set(ids)) {
+        const entry = this.subs.get(id);
+        if (!entry || (entry.cfg.status !== 'active' && entry.cfg.status !== 'requested')) continue;
+        if (entry.cfg.end && entry.cfg.end < now) continue;
+        entries.push(entry);
+      }
+      if (entries.length === 0) continue;
+      const previous = e.version > 1 && (e.action === 'delete' || (e.action !== 'create' && entries.some((x) => topicNeedsPrevious(x.cfg.topic))));
+      work.push({ event: e, entries, previous });
+    }
+    return work;
   }
 
   /** Drops additional-context references a restricted owner may not read (one query for the batch). */

@@ -126,6 +126,7 @@ export function operation<T = Resource>(path: string, inputs: Record<string, str
 
 /** "Given Family" of a Patient / Practitioner. */
 export function nameOf(r: Resource | undefined): string {
+  if (typeof r?.name === 'string') return r.name; // Organization, Location, ...
   const names = (r?.name as { text?: string; given?: string[]; family?: string; use?: string }[] | undefined) ?? [];
   const n = names.find((x) => x.use === 'official') ?? names[0];
   if (!n) return '';

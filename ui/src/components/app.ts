@@ -57,6 +57,7 @@ export class WlApp extends LitElement {
       .who { font-size: 0.9rem; }
       .tools button { border-color: #fff; background: transparent; color: #fff; }
       main { padding: 1rem; max-width: 110rem; margin: 0 auto; }
+      main:focus { outline: none; }
       .center { max-width: 32rem; margin: 12vh auto; background: var(--wl-card); padding: 2rem; border-radius: 10px; box-shadow: 0 1px 4px #0002; }
       .center h1 { margin-top: 0; }
       @media (max-width: 640px) {

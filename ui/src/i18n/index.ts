@@ -43,7 +43,7 @@ export function t(key: MessageKey, vars?: Record<string, string | number>): stri
 /** "5 min", "2 h 10 min", "3 d" in the current language. */
 export function duration(ms: number): string {
   const minutes = Math.max(0, Math.round(Math.abs(ms) / 60_000));
-  const fmt = (value: number, unit: 'minute' | 'hour' | 'day') => new Intl.NumberFormat(current, { style: 'unit', unit, unitDisplay: 'narrow' }).format(value);
+  const fmt = (value: number, unit: 'minute' | 'hour' | 'day') => new Intl.NumberFormat(current, { style: 'unit', unit, unitDisplay: 'short' }).format(value);
   if (minutes < 60) return fmt(minutes, 'minute');
   if (minutes < 48 * 60) {
     const h = Math.floor(minutes / 60);

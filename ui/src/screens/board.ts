@@ -235,6 +235,11 @@ export class WlBoard extends LitElement {
     } catch (e) {
       const message = e instanceof FhirError ? e.message : String(e);
       s.error = t('action.failed', { action: t(LABEL[act]), message });
+      // Refused because the card was out of date: bring it up to date (the error stays on it).
+      if (e instanceof FhirError && (e.status === 409 || e.status === 412)) {
+        this.pending.add(c.id);
+        void this.flush();
+      }
     } finally {
       s.busy = false;
       this.requestUpdate();

@@ -1,0 +1,116 @@
+// The consult flow in two browser contexts against a real server, live over the websocket
+// subscription channel: a doctor signs in and requests a consult of Cardiology through the form;
+// the head of Cardiology sees it appear on the board without reloading and assigns it to a
+// doctor; the requesting doctor sees the status change live; a stale action is refused by the
+// server and its words are shown; the SLA countdown turns amber, then the card moves to
+// Overdue when the (browser) clock passes the due time.
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hasChromium, launchChromium, newContext, shot, signIn, startUiWorld, type UiWorld } from './support.ts';
+
+describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
+  let world: UiWorld;
+  let browser: Browser;
+  const contexts: BrowserContext[] = [];
+
+  beforeAll(async () => {
+    [world, browser] = await Promise.all([startUiWorld(), launchChromium()]);
+  });
+
+  afterAll(async () => {
+    for (const c of contexts) await c.close().catch(() => undefined);
+    await browser?.close();
+    await world?.stop();
+  });
+
+  async function page(): Promise<Page> {
+    const ctx = await newContext(browser);
+    contexts.push(ctx);
+    return ctx.newPage();
+  }
+
+  const card = (p: Page, column: string, text: string) => p.locator(`section[data-column=${column}] article`, { hasText: text });
+
+  it('doctor requests, head sees it live and assigns, doctor sees the change live; refusals in words; SLA amber then overdue', async () => {
+    // The head of Cardiology opens the board first (browser clock installed to move it later).
+    const head = await page();
+    await head.clock.install();
+    await signIn(head, world, 'head', '/board');
+    await expect.poll(() => head.url()).toContain(`/app/board/${world.ids.cardiology}`);
+    await expect.poll(() => head.locator('[data-testid=live]').getAttribute('data-status'), { timeout: 15_000 }).toBe('live');
+    await expect.poll(() => head.locator('section[data-column=incoming] .empty').textContent()).toContain('No new consults');
+    await shot(head, 'board-empty');
+
+    // The doctor (Neurology) requests a consult through the form: typeahead, department, priority, reason.
+    const doctor = await page();
+    await signIn(doctor, world, 'doctor', '/consults/new');
+    await doctor.locator('#reason').fill('Chest pain, troponin up');
+    await doctor.locator('#patient-q').fill('Ber');
+    await expect.poll(() => doctor.locator('li[role=option]').allTextContents()).toEqual([expect.stringContaining('Anna Berg')]);
+    await doctor.keyboard.press('Enter');
+    await expect.poll(() => doctor.locator('[data-testid=chosen-patient]').textContent()).toBe('Anna Berg');
+    await doctor.locator('#department').selectOption(`Organization/${world.ids.cardiology}`);
+    await doctor.locator('#priority').selectOption('urgent');
+    await shot(doctor, 'new-consult');
+    await doctor.locator('form button[type=submit]').click();
+    await expect.poll(() => doctor.url()).toContain('/app/requests');
+    await expect.poll(() => doctor.locator('[data-testid=status]').allTextContents()).toEqual(['Pending']);
+    // The draft is gone once sent.
+    expect(await doctor.evaluate(() => sessionStorage.getItem('wl.draft.consult'))).toBeNull();
+
+    // It appears on the head's board, live, with the patient, urgency, reason, requester and time left.
+    const incoming = card(head, 'incoming', 'Anna Berg');
+    await expect.poll(() => incoming.count(), { timeout: 15_000 }).toBe(1);
+    const text = await incoming.textContent();
+    for (const part of ['Urgent', 'Chest pain, troponin up', 'Nadia Neuro']) expect(text).toContain(part);
+    expect(await incoming.locator('[data-testid=sla]').textContent()).toMatch(/^(1\s?hr 5\d\s?min|2\s?hr) left$/);
+    expect(await incoming.getAttribute('data-sla')).toBe('ok');
+    await shot(head, 'board-incoming');
+
+    // A second tab of the head, with live events held back: it will act on a stale card.
+    const stale = await page();
+    let hold = false;
+    await stale.routeWebSocket(/\/fhir\/ws$/, (ws) => {
+      const server = ws.connectToServer();
+      server.onMessage((m) => {
+        if (!hold || !String(m).includes('event-notification')) ws.send(m);
+      });
+    });
+    await signIn(stale, world, 'head', `/board/${world.ids.cardiology}`);
+    await expect.poll(() => card(stale, 'incoming', 'Anna Berg').count(), { timeout: 15_000 }).toBe(1);
+    await expect.poll(() => stale.locator('[data-testid=live]').getAttribute('data-status'), { timeout: 15_000 }).toBe('live');
+    hold = true;
+
+    // The head assigns it to Carla Cardio; the card moves to Assigned.
+    await incoming.locator('button[data-action=assign]').click();
+    await incoming.locator('select').selectOption({ label: 'Carla Cardio' });
+    await incoming.locator('form button[type=submit]').click();
+    const assigned = card(head, 'assigned', 'Anna Berg');
+    await expect.poll(() => assigned.count()).toBe(1);
+    await expect.poll(() => assigned.locator('[data-testid=owner]').textContent()).toBe('Carla Cardio');
+    expect(await card(head, 'incoming', 'Anna Berg').count()).toBe(0);
+
+    // The doctor's list changes without a reload.
+    await expect.poll(() => doctor.locator('[data-testid=status]').allTextContents(), { timeout: 15_000 }).toEqual(['Assigned']);
+    await shot(doctor, 'my-requests');
+
+    // The stale tab still shows it as incoming; accepting it now is refused by the server, in its words.
+    const staleCard = card(stale, 'incoming', 'Anna Berg');
+    await staleCard.locator('button[data-action=accept]').click();
+    await expect.poll(() => stale.locator('[role=alert]').first().textContent()).toMatch(/^Accept failed: Cannot accept a consult in status accepted/);
+    // ...and the refused card is brought up to date: it moves to Assigned, the message with it.
+    await expect.poll(() => card(stale, 'assigned', 'Anna Berg').locator('[role=alert]').count()).toBe(1);
+    await shot(stale, 'board-refused');
+
+    // SLA: 120 minutes for urgent in Cardiology. 100 minutes on: amber. 121 minutes on: overdue.
+    const due = Date.now() + 120 * 60_000;
+    await head.clock.setSystemTime(due - 20 * 60_000);
+    await expect.poll(() => assigned.getAttribute('data-sla')).toBe('amber');
+    await head.clock.setSystemTime(due + 60_000);
+    const overdue = card(head, 'overdue', 'Anna Berg');
+    await expect.poll(() => overdue.count()).toBe(1);
+    expect(await overdue.getAttribute('data-sla')).toBe('red');
+    expect(await overdue.locator('[data-testid=sla]').textContent()).toMatch(/^Overdue by \d+\s?min$/);
+    await shot(head, 'board-overdue');
+  });
+});

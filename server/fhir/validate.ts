@@ -4,7 +4,7 @@ import { OperationOutcomeError, validateResource, type TypedValueWithPath } from
 import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 import { isResourceType } from './definitions.ts';
 import { badRequest, unprocessable } from './outcome.ts';
-import { knownProfile } from './profiles.ts';
+import { profileIssues } from './profiles.ts';
 import { requiredBindingIssues } from './terminology.ts';
 
 export const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -46,10 +46,7 @@ export function validationIssues(resource: Resource): OperationOutcomeIssue[] {
     issues.push(...validateResource(resource, { collect: { tokens } }).filter((i) => i.severity === 'error' || i.severity === 'fatal'));
     issues.push(...requiredBindingIssues(tokens));
     // Profiles of our IG that the resource claims are enforced too (others are not known here).
-    for (const url of resource.meta?.profile ?? []) {
-      const profile = knownProfile(url);
-      if (profile) issues.push(...validateResource(resource, { profile }).filter((i) => i.severity === 'error' || i.severity === 'fatal'));
-    }
+    for (const url of resource.meta?.profile ?? []) issues.push(...profileIssues(resource, url));
   } catch (e) {
     if (e instanceof OperationOutcomeError) {
       for (const issue of e.outcome.issue ?? []) {

@@ -20,6 +20,7 @@ import type {
 } from '@medplum/fhirtypes';
 import { assertVisible } from '../fhir/authorize.ts';
 import { FhirError, badRequest, forbidden, outcome } from '../fhir/outcome.ts';
+import { readWith } from '../fhir/read-with.ts';
 import type { Repository } from '../fhir/repository.ts';
 import type { FhirContext } from '../fhir/request.ts';
 import { findMatches } from '../fhir/search/search.ts';
@@ -181,7 +182,12 @@ export function departmentOf(task: Task): string | undefined {
 
 // ------------------------------------------------------------------ parties (who the caller is)
 
-async function partiesOf(ctx: FhirContext, task: Task, dept: Organization | undefined): Promise<Set<Party> | 'system'> {
+/**
+ * The parties the caller is to a Task. `enough`: the parties that would do; once the caller is
+ * one of them without asking the database, department membership (a PractitionerRole search)
+ * is not looked up.
+ */
+async function partiesOf(ctx: FhirContext, task: Task, dept: Organization | undefined, enough?: readonly Party[]): Promise<Set<Party> | 'system'> {
   const access = ctx.access;
   if (!access) return 'system';
   const parties = new Set<Party>();
@@ -190,6 +196,7 @@ async function partiesOf(ctx: FhirContext, task: Task, dept: Organization | unde
   const requester = stripBase(task.requester?.reference, ctx.fhirBase);
   if (fhirUser && requester === fhirUser) parties.add('requester');
   if (fhirUser && stripBase(task.owner?.reference, ctx.fhirBase) === fhirUser) parties.add('owner');
+  if (enough && [...parties].some((p) => enough.includes(p))) return parties;
   const deptRef = departmentOf(task);
   if (deptRef && (role === 'clinician' || role === 'department-head')) {
     let member = organization === deptRef;
@@ -446,20 +453,32 @@ function conflictWithAllowed(message: string, allowed: string[]): FhirError {
   return new FhirError(409, oo);
 }
 
+interface LoadedTask {
+  task: Task;
+  version: number;
+  /** The target department (restriction.recipient), read in the same statement. */
+  dept: Organization | undefined;
+  /** The ServiceRequest (focus), read in the same statement. */
+  sr: ServiceRequest | undefined;
+}
+
+/** A Task with its department and ServiceRequest: one round trip (server/fhir/read-with.ts). */
+async function readTask(repo: Repository, taskId: string): Promise<LoadedTask> {
+  const r = await readWith<Task>(repo.db, 'Task', taskId, [
+    { path: 'restriction.recipient', type: 'Organization' },
+    { path: 'focus', type: 'ServiceRequest' },
+  ]);
+  return { task: r.resource, version: r.stored.version, dept: r.referenced[0] as Organization | undefined, sr: r.referenced[1] as ServiceRequest | undefined };
+}
+
 /** Loads and checks a workflow Task the caller may see. */
-async function loadTask(ctx: FhirContext, repo: Repository, taskId: string): Promise<{ task: Task; version: number; workflow: Workflow }> {
-  const stored = await repo.read('Task', taskId);
-  const task = JSON.parse(stored.json as string) as Task;
+async function loadTask(ctx: FhirContext, repo: Repository, taskId: string): Promise<LoadedTask & { workflow: Workflow }> {
+  const loaded = await readTask(repo, taskId);
+  const { task } = loaded;
   if (ctx.access) await assertVisible({ ...ctx, repo, restriction: ctx.restriction ?? ctx.access.check('Task', 'r') }, task);
   const workflow = workflowOf(task);
   if (!workflow) throw badRequest(`Task/${taskId} is not a consult or referral (Task.code has no ${REQUEST_CATEGORY_SYSTEM} consult|referral)`);
-  return { task, version: stored.version, workflow };
-}
-
-async function focusOf(repo: Repository, task: Task): Promise<ServiceRequest | undefined> {
-  const ref = task.focus?.reference;
-  if (!ref?.startsWith('ServiceRequest/')) return undefined;
-  return repo.readResource<ServiceRequest>('ServiceRequest', ref.slice('ServiceRequest/'.length)).catch(() => undefined);
+  return { ...loaded, workflow };
 }
 
 /** Applies an action through the workflow's state machine; returns the updated Task. */
@@ -469,20 +488,18 @@ export async function applyAction(ctx: FhirContext, taskId: string, action: Acti
   let slaUsed: DepartmentSla | undefined;
   const result = await inTransaction(ctx.repo, async (repo) => {
     const tctx: FhirContext = { ...ctx, repo };
-    const { task, version, workflow } = await loadTask(ctx, repo, taskId);
+    const { task, version, workflow, dept, sr } = await loadTask(ctx, repo, taskId);
     const seed = seedOf(task);
     const t = transition(workflow, task.status as TaskStatus, seed, action);
     if (!t.ok) throw conflictWithAllowed(t.message, t.allowed);
     const { rule } = t.transition;
-    const dept = await readDepartment(repo, departmentOf(task));
     const sla = departmentSla(dept);
     slaUsed = sla;
-    const parties = await partiesOf(tctx, task, dept);
+    const parties = await partiesOf(tctx, task, dept, rule.parties);
     if (parties !== 'system' && !rule.parties.some((p) => parties.has(p))) {
       throw forbidden(`Only ${rule.parties.map((p) => PARTY_TEXT[p]).join(' or ')} may ${action} this ${workflow}`);
     }
     if (rule.needsReason && !input.reason?.trim()) throw badRequest(`${action} needs a reason (Task.statusReason)`, ['reason']);
-    const sr = await focusOf(repo, task);
     const next: Task = structuredClone(task);
     next.status = t.transition.status;
     next.businessStatus = businessStatus(workflow, t.transition.seed);
@@ -607,17 +624,15 @@ export async function addNote(ctx: FhirContext, taskId: string, text: string): P
   const now = runtime.now();
   const result = await inTransaction(ctx.repo, async (repo) => {
     const tctx: FhirContext = { ...ctx, repo };
-    const { task, version, workflow } = await loadTask(ctx, repo, taskId);
+    const { task, version, workflow, dept, sr } = await loadTask(ctx, repo, taskId);
     if (TERMINAL.has(task.status as TaskStatus) || task.status === 'draft') {
       throw conflictWithAllowed(`Cannot add a note to a ${workflow} in status ${task.status}`, []);
     }
-    const dept = await readDepartment(repo, departmentOf(task));
     const sla = departmentSla(dept);
-    const parties = await partiesOf(tctx, task, dept);
+    const parties = await partiesOf(tctx, task, dept, ['requester', 'owner', 'admin', 'department', 'head']);
     if (parties !== 'system' && parties.size === 0) {
       throw forbidden(`Only the requester, the owner, the target department or an administrator may add a note to this ${workflow}`);
     }
-    const sr = await focusOf(repo, task);
     const actor = ctx.access?.auth.fhirUser;
     const next: Task = structuredClone(task);
     next.lastModified = now.toISOString();
@@ -660,6 +675,26 @@ export function nextFireAt(task: Task, sla?: DepartmentSla): Date | undefined {
   return undefined;
 }
 
+/**
+ * Task versions whose timers this process has just scheduled itself. The outbox listener
+ * (index.ts), there for Task updates made outside the operations, skips these: otherwise every
+ * workflow write would be read back and re-scheduled a second time (two reads, three Redis calls).
+ */
+const scheduledHere = new Map<string, number>();
+const SCHEDULED_MEMO = 20_000;
+
+export function scheduledVersion(taskId: string): number | undefined {
+  return scheduledHere.get(taskId);
+}
+
+function rememberScheduled(task: Task): void {
+  const version = Number(task.meta?.versionId);
+  if (!task.id || !Number.isFinite(version)) return;
+  scheduledHere.delete(task.id);
+  scheduledHere.set(task.id, version);
+  if (scheduledHere.size > SCHEDULED_MEMO) scheduledHere.delete(scheduledHere.keys().next().value as string);
+}
+
 /** (Re)schedules a Task's SLA timer and reminders (replacing older ones); removes them when done. */
 export async function scheduleTimers(task: Task, options: { justChanged?: boolean; sla?: DepartmentSla } = {}): Promise<void> {
   const jobs = runtime.jobs;
@@ -683,6 +718,7 @@ export async function scheduleTimers(task: Task, options: { justChanged?: boolea
         await jobs.remove(REMINDER_QUEUE, reminderJobId(task.id));
       }
     }
+    rememberScheduled(task);
   } catch (e) {
     // The start sweep re-creates a timer that could not be stored now.
     runtime.log?.error({ err: e, task: task.id }, 'could not schedule workflow timer');
@@ -702,12 +738,15 @@ export async function escalateIfOverdue(ctx: FhirContext, taskId: string): Promi
   let sla: DepartmentSla | undefined;
   const result = await inTransaction(ctx.repo, async (repo): Promise<EscalationResult> => {
     reschedule = undefined;
-    const stored = await repo.readVersion('Task', taskId).catch(() => undefined);
-    if (!stored || stored.deleted) return 'gone';
-    const task = JSON.parse(stored.json as string) as Task;
+    const loaded = await readTask(repo, taskId).catch((e) => {
+      if (e instanceof FhirError && (e.status === 404 || e.status === 410)) return undefined;
+      throw e;
+    });
+    if (!loaded) return 'gone';
+    const { task, sr } = loaded;
     const workflow = workflowOf(task);
     if (!workflow || TERMINAL.has(task.status as TaskStatus) || task.status === 'draft') return 'closed';
-    sla = departmentSla(await readDepartment(repo, departmentOf(task)));
+    sla = departmentSla(loaded.dept);
     const fireAt = nextFireAt(task, sla);
     if (!fireAt) return 'already';
     if (fireAt.getTime() > now.getTime()) {
@@ -720,12 +759,11 @@ export async function escalateIfOverdue(ctx: FhirContext, taskId: string): Promi
     next.lastModified = now.toISOString();
     const extra = escalateInto(next, sla, level);
     const tctx: FhirContext = { ...ctx, repo, access: undefined };
-    const sr = await focusOf(repo, task);
     const due = dueOf(task) as Date;
     const written = await commit(tctx, repo, {
       task,
       next,
-      version: stored.version,
+      version: loaded.version,
       sr,
       event: 'escalated',
       sla,
@@ -746,14 +784,13 @@ export async function remind(ctx: FhirContext, data: ReminderJobData): Promise<b
   const now = runtime.now();
   let again: Task | undefined;
   const sent = await ctx.repo.transaction(async (repo) => {
-    const stored = await repo.readVersion('Task', data.taskId).catch(() => undefined);
-    if (!stored || stored.deleted) return false;
-    const task = JSON.parse(stored.json as string) as Task;
+    const loaded = await readTask(repo, data.taskId).catch(() => undefined);
+    if (!loaded) return false;
+    const { task, sr } = loaded;
     const seed = seedOf(task);
     const due = data.kind === 'follow-up' ? seed === 'FOLLOW_UP' : task.status === 'requested' || task.status === 'received';
     if (!due || TERMINAL.has(task.status as TaskStatus)) return false;
-    const sla = departmentSla(await readDepartment(repo, departmentOf(task)));
-    const sr = await focusOf(repo, task);
+    const sla = departmentSla(loaded.dept);
     const to = data.kind === 'follow-up' ? uniq([task.owner?.reference]) : uniq([departmentOf(task), sla.head]);
     if (to.length) {
       const text = data.kind === 'follow-up' ? `${label(task)}: follow-up due today` : `${label(task)} has not been acted on`;

@@ -15,6 +15,7 @@ import {
   escalateIfOverdue,
   remind,
   scheduleTimers,
+  scheduledVersion,
   setWorkflowRuntime,
   sweepTimers,
   workflowOf,
@@ -84,6 +85,8 @@ export async function startWorkflow(deps: WorkflowDeps): Promise<WorkflowRuntime
   if (deps.outbox) {
     unsubscribe = deps.outbox.onResourceEvent(async (event) => {
       if (event.resourceType !== 'Task' || event.action === 'delete') return;
+      // Written by the operations in this process: its timers were scheduled with the write.
+      if ((scheduledVersion(event.resourceId) ?? 0) >= event.version) return;
       const v = await ctx.repo.vread('Task', event.resourceId, String(event.version)).catch(() => undefined);
       if (!v?.json) return;
       const task = JSON.parse(v.json) as Task;

@@ -18,7 +18,9 @@
 // auth_key in the benchmark's database), as the sign-in flow would issue one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { loadavg as osLoadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Resource, Task } from '@medplum/fhirtypes';
 import { Redis } from 'ioredis';
@@ -46,6 +48,8 @@ const { values: args } = parseArgs({
     'backlog-concurrency': { type: 'string', default: '16' },
     'backlog-mode': { type: 'string', default: 'timers' },
     echo: { type: 'boolean', default: false },
+    /** Write a CPU profile of the server process into this directory (node --cpu-prof). */
+    profile: { type: 'string' },
   },
 });
 const BACKLOG = Number(args.backlog);
@@ -58,6 +62,17 @@ const BACKLOG_CONCURRENCY = Number(args['backlog-concurrency']);
 process.env.DATABASE_URL ??= 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFIX = `wlbench-${Date.now().toString(36)}`;
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
+  } catch {
+    return NaN;
+  }
+}
+const loadavg = () => osLoadavg().map((n) => n.toFixed(1)).join(' ');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
@@ -135,7 +150,8 @@ async function main(): Promise<void> {
       RATE_LIMIT_PER_IP: '1000000',
     };
     delete env.BASE_URL;
-    child = spawn(process.execPath, ['server/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const profile = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
+    child = spawn(process.execPath, [...profile, 'server/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     child.stderr!.on('data', (d) => {
@@ -239,6 +255,7 @@ async function main(): Promise<void> {
     let failures = 0;
     const inflight: Promise<void>[] = [];
     const start = performance.now();
+    const cpuBefore = cpuSeconds(child.pid);
     const total = Math.round(RATE * SECONDS);
     for (let i = 0; i < total; i++) {
       const at = start + (i * 1000) / RATE;
@@ -263,6 +280,9 @@ async function main(): Promise<void> {
     const offered = total / ((performance.now() - start) / 1000);
     const lastDue = Math.max(...load.map((l) => l.due));
     await sleep(Math.max(0, lastDue - Date.now()) + 5_000);
+    // Server CPU over the load phase (creates, their escalations, timers, outbox): load-independent.
+    const loadCpu = cpuSeconds(child.pid) - cpuBefore;
+    const loadLoadavg = loadavg();
     const lateness: number[] = [];
     const byDue: [number, number][] = [];
     let missing = 0;
@@ -290,6 +310,9 @@ async function main(): Promise<void> {
     console.log(
       `load: ${load.length} consults at ${offered.toFixed(1)}/s offered (${failures} failed; $request p50 ${fmt(pct(createMs, 50))} ms, p99 ${fmt(pct(createMs, 99))} ms), ` +
         `SLA ${lo}-${hi.toFixed(0)} s, with ${BACKLOG} other open timers`,
+    );
+    console.log(
+      `server CPU over the load phase: ${loadCpu.toFixed(1)} s = ${((loadCpu * 1000) / Math.max(1, load.length)).toFixed(1)} ms per consult (create + escalation + timers); load average ${loadLoadavg}`,
     );
     console.log(
       `escalation lateness (fire - due): p50 ${fmt(pct(lateness, 50))} ms, p99 ${fmt(pct(lateness, 99))} ms, max ${fmt(lateness.at(-1) ?? NaN)} ms, min ${fmt(lateness[0] ?? NaN)} ms; ` +
@@ -329,6 +352,7 @@ async function main(): Promise<void> {
     let refused = 0;
     const opMs: number[] = [];
     const tStart = performance.now();
+    const tCpu = cpuSeconds(child.pid);
     const tEnd = tStart + TRANSITION_SECONDS * 1000;
     await Promise.all(
       Array.from({ length: CONNECTIONS }, async () => {
@@ -346,10 +370,11 @@ async function main(): Promise<void> {
       }),
     );
     const tSeconds = (performance.now() - tStart) / 1000;
+    const transitionCpu = cpuSeconds(child.pid) - tCpu;
     opMs.sort((a, b) => a - b);
     console.log(
       `transitions: ${ops} in ${tSeconds.toFixed(1)} s = ${(ops / tSeconds).toFixed(0)} ops/s at ${CONNECTIONS} connections (assign/start/complete, ${refused} refused); ` +
-        `latency p50 ${fmt(pct(opMs, 50))} ms, p99 ${fmt(pct(opMs, 99))} ms`,
+        `latency p50 ${fmt(pct(opMs, 50))} ms, p99 ${fmt(pct(opMs, 99))} ms; server CPU ${((transitionCpu * 1000) / Math.max(1, ops)).toFixed(1)} ms per transition; load average ${loadavg()}`,
     );
   } finally {
     if (child && child.exitCode === null) {

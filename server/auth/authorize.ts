@@ -385,11 +385,3 @@ export function consentPost(s: AuthServices) {
   };
 }
 
-export function signOutPost(s: AuthServices) {
-  return async (ctx: Context) => {
-    const form = await readForm(ctx).catch(() => new URLSearchParams());
-    if (!csrfValid(ctx, form.get('csrf'))) return errorPage(ctx, 403, 'Form expired', 'The form has expired. Go back and try again.');
-    await endSession(s.db, ctx);
-    errorPage(ctx, 200, 'Signed out', 'You are signed out.');
-  };
-}

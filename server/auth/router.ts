@@ -3,7 +3,8 @@ import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import { accountGet, passwordPost, totpPost } from './account.ts';
 import { clientsDelete, clientsGet, clientsPost, launchPost } from './admin-api.ts';
-import { authorizeHandler, consentGet, consentPost, continueGet, pickerGet, pickerPost, signInGet, signInPost, signOutPost } from './authorize.ts';
+import { authorizeHandler, consentGet, consentPost, continueGet, pickerGet, pickerPost, signInGet, signInPost } from './authorize.ts';
+import { logoutHandler, signOutPost } from './logout.ts';
 import { registeredOrigins } from './clients.ts';
 import { json, type AuthServices } from './service.ts';
 import { openidConfiguration, smartConfiguration } from './smart-config.ts';
@@ -61,6 +62,8 @@ export function createAuthRouter(s: AuthServices): Router {
   router.get('/oauth2/signin', signInGet(s));
   router.post('/oauth2/signin', signInPost(s));
   router.post('/oauth2/signout', signOutPost(s));
+  router.get('/oauth2/logout', logoutHandler(s));
+  router.post('/oauth2/logout', logoutHandler(s));
   router.get('/oauth2/pick-patient', pickerGet(s));
   router.post('/oauth2/pick-patient', pickerPost(s));
   router.get('/oauth2/consent', consentGet(s));

@@ -53,6 +53,7 @@ export function endpoints(baseUrl: string) {
     revoke: `${baseUrl}/oauth2/revoke`,
     jwks: `${baseUrl}/oauth2/jwks`,
     account: `${baseUrl}/oauth2/account`,
+    logout: `${baseUrl}/oauth2/logout`,
   };
 }
 
@@ -84,6 +85,7 @@ export function openidConfiguration(baseUrl: string, issuer: string): Record<str
     jwks_uri: e.jwks,
     introspection_endpoint: e.introspect,
     revocation_endpoint: e.revoke,
+    end_session_endpoint: e.logout,
     response_types_supported: ['code'],
     subject_types_supported: ['public'],
     id_token_signing_alg_values_supported: ['RS256', 'ES256', 'ES384'],

@@ -2,7 +2,7 @@
 // HTTP: discovery, standalone launch with the patient picker, EHR launch, PKCE S256, id_token
 // with fhirUser, refresh, introspection, revocation.
 import { IncomingMessage, ServerResponse } from 'node:http';
-import type { Encounter, Patient } from '@medplum/fhirtypes';
+import type { Encounter, Organization, Patient } from '@medplum/fhirtypes';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import smart from 'fhirclient';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -165,8 +165,8 @@ describe('standalone launch', () => {
   });
 
   it("the picker lists only the patients of the clinician's organisation, and a forged choice of another is refused", async () => {
-    const orgA = (await srv.repo.create({ resourceType: 'Organization', name: 'Picker Hospital A' })).id as string;
-    const orgB = (await srv.repo.create({ resourceType: 'Organization', name: 'Picker Hospital B' })).id as string;
+    const orgA = (await srv.repo.create<Organization>({ resourceType: 'Organization', name: 'Picker Hospital A' })).id as string;
+    const orgB = (await srv.repo.create<Organization>({ resourceType: 'Organization', name: 'Picker Hospital B' })).id as string;
     const family = `Pickorg${Date.now()}`;
     const ours = await srv.repo.create<Patient>({ resourceType: 'Patient', name: [{ family, given: ['Ours'] }], managingOrganization: { reference: `Organization/${orgA}` } });
     const theirs = await srv.repo.create<Patient>({ resourceType: 'Patient', name: [{ family, given: ['Theirs'] }], managingOrganization: { reference: `Organization/${orgB}` } });
@@ -220,6 +220,59 @@ describe('standalone launch', () => {
     const u = new URL(back.location as string);
     expect(u.searchParams.get('error')).toBe('access_denied');
     expect(u.searchParams.get('state')).toBe(new URL(res.location as string).searchParams.get('state'));
+  });
+});
+
+describe('sign-out from the app (OpenID Connect RP-initiated logout)', () => {
+  async function signedInApp() {
+    const { client, browser } = await launch({ scope: 'openid fhirUser user/*.rs', user: clinician });
+    const idToken = (client.state.tokenResponse as Record<string, any>).id_token as string;
+    expect(idToken).toBeTruthy();
+    return { browser, idToken };
+  }
+
+  /** Is this browser still signed in? A new authorization goes straight through (consent) instead of the sign-in page. */
+  async function stillSignedIn(browser: Browser): Promise<boolean> {
+    const { req, res } = appRequest(`${APP}/launch`);
+    await smart(req, res, new MemoryStorage()).authorize({ clientId: 'test-app', scope: 'openid fhirUser user/*.rs', redirectUri: REDIRECT, iss: srv.fhirBase });
+    const p = await browser.get(res.location as string);
+    return !p.html.includes('action="/oauth2/signin"');
+  }
+
+  it('is advertised as end_session_endpoint', async () => {
+    const c = (await (await fetch(`${srv.baseUrl}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+    expect(c.end_session_endpoint).toBe(`${srv.baseUrl}/oauth2/logout`);
+  });
+
+  it('with the id_token_hint it ends the sign-in session and returns to the app with its state', async () => {
+    const { browser, idToken } = await signedInApp();
+    expect(await stillSignedIn(browser)).toBe(true);
+    const out = await browser.get(`${srv.baseUrl}/oauth2/logout?` + new URLSearchParams({ id_token_hint: idToken, post_logout_redirect_uri: `${APP}/signed-out`, state: 'xyz' }));
+    expect(out.status).toBe(303);
+    expect(out.location).toBe(`${APP}/signed-out?state=xyz`);
+    expect(await stillSignedIn(browser)).toBe(false);
+  });
+
+  it('without a hint it asks the person first (a link elsewhere cannot sign anyone out)', async () => {
+    const { browser } = await signedInApp();
+    const ask = await browser.get(`${srv.baseUrl}/oauth2/logout?client_id=test-app&post_logout_redirect_uri=${encodeURIComponent(APP + '/bye')}`);
+    expect(ask.status).toBe(200);
+    expect(ask.html).toContain('Sign out?');
+    expect(await stillSignedIn(browser)).toBe(true);
+    const done = await browser.submit(ask, '/oauth2/signout', {});
+    expect(done.location).toBe(`${APP}/bye`);
+    expect(await stillSignedIn(browser)).toBe(false);
+  });
+
+  it('refuses a redirect to an unregistered origin and a hint this server did not sign', async () => {
+    const { browser, idToken } = await signedInApp();
+    const elsewhere = await browser.get(`${srv.baseUrl}/oauth2/logout?` + new URLSearchParams({ id_token_hint: idToken, post_logout_redirect_uri: 'https://evil.example/' }));
+    expect(elsewhere.status).toBe(400);
+    expect(elsewhere.html).toContain('not registered for this application');
+    const [h, p] = idToken.split('.');
+    const forged = await browser.get(`${srv.baseUrl}/oauth2/logout?id_token_hint=${h}.${p}.${'A'.repeat(86)}`);
+    expect(forged.status).toBe(400);
+    expect(await stillSignedIn(browser)).toBe(true);
   });
 });
 

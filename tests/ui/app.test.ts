@@ -5,7 +5,7 @@
 // then overdue. Screenshots of each main screen go to tests/artifacts/ui/.
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hasChromium, launchChromium, newContext, shot, signIn, startUiWorld, type UiWorld } from './support.ts';
+import { hasChromium, launchChromium, newContext, poll, shot, signIn, startUiWorld, type UiWorld } from './support.ts';
 
 if (!hasChromium) console.warn('tests/ui skipped: /usr/bin/chromium is missing (apt-get install -y --no-install-recommends chromium)');
 
@@ -52,46 +52,46 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     const p = await page();
     await signIn(p, world, 'doctor');
     const nav = p.locator('nav a');
-    await expect.poll(() => nav.allTextContents()).toEqual(['Home', 'Consult board', 'My requests', 'New consult']);
-    await expect.poll(() => p.locator('wl-home h1').textContent()).toBe('Hello, Nadia Neuro');
-    await expect.poll(() => p.locator('wl-home ul:not(.places) li').allTextContents()).toEqual(['Neurology (doctor)']);
+    await poll(() => nav.allTextContents()).toEqual(['Home', 'Consult board', 'My requests', 'New consult']);
+    await poll(() => p.locator('wl-home h1').textContent()).toBe('Hello, Nadia Neuro');
+    await poll(() => p.locator('wl-home ul:not(.places) li').allTextContents()).toEqual(['Neurology (doctor)']);
     await shot(p, 'home');
     // The tokens live in this tab's sessionStorage; the access token (60 s here) is refreshed early.
     const tokens = async () => JSON.parse((await p.evaluate(() => sessionStorage.getItem('wl.auth.tokens'))) ?? 'null') as { accessToken: string; refreshToken: string } | null;
     const first = await tokens();
     expect(first?.refreshToken).toBeTruthy();
-    await expect.poll(async () => (await tokens())?.accessToken, { timeout: 15_000, interval: 500 }).not.toBe(first?.accessToken);
+    await poll(async () => (await tokens())?.accessToken, { interval: 500 }).not.toBe(first?.accessToken);
     const refreshed = await tokens();
     expect(refreshed?.refreshToken).not.toBe(first?.refreshToken);
     // Client-side navigation: no page load (a marker set on window survives).
     await p.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
     await p.locator('nav a', { hasText: 'My requests' }).click();
-    await expect.poll(() => p.locator('wl-my-requests h1').textContent()).toBe('My requests');
+    await poll(() => p.locator('wl-my-requests h1').textContent()).toBe('My requests');
     expect(await p.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);
     expect(new URL(p.url()).pathname).toBe('/app/requests');
     // French, remembered; the navigation follows.
     await p.locator('header select').selectOption('fr');
-    await expect.poll(() => nav.allTextContents()).toEqual(['Accueil', 'Tableau des avis', 'Mes demandes', 'Nouvel avis']);
+    await poll(() => nav.allTextContents()).toEqual(['Accueil', 'Tableau des avis', 'Mes demandes', 'Nouvel avis']);
     expect(await p.evaluate(() => document.documentElement.lang)).toBe('fr');
     await p.reload();
-    await expect.poll(() => p.locator('wl-my-requests h1').textContent()).toBe('Mes demandes');
+    await poll(() => p.locator('wl-my-requests h1').textContent()).toBe('Mes demandes');
     await p.locator('header select').selectOption('en');
     // An unknown client route is answered by the app, not the server.
     await p.goto(`${world.app}/nowhere`);
-    await expect.poll(() => p.locator('main h1').textContent()).toBe('Page not found');
+    await poll(() => p.locator('main h1').textContent()).toBe('Page not found');
   });
 
   it('navigation follows the role: a receptionist has only the start page, a nurse sees the board without actions', async () => {
     const r = await page();
     await signIn(r, world, 'reception');
-    await expect.poll(() => r.locator('nav a').allTextContents()).toEqual(['Home']);
+    await poll(() => r.locator('nav a').allTextContents()).toEqual(['Home']);
     await r.goto(`${world.app}/board`);
-    await expect.poll(() => r.locator('main').textContent()).toContain('Your role does not use this page.');
+    await poll(() => r.locator('main').textContent()).toContain('Your role does not use this page.');
     const n = await page();
     await signIn(n, world, 'nurse', '/board');
-    await expect.poll(() => n.locator('nav a').allTextContents()).toEqual(['Home', 'Consult board']);
-    await expect.poll(() => n.url()).toContain(`/app/board/${world.ids.cardiology}`);
-    await expect.poll(() => n.locator('[data-testid=board]').count()).toBe(1);
+    await poll(() => n.locator('nav a').allTextContents()).toEqual(['Home', 'Consult board']);
+    await poll(() => n.url()).toContain(`/app/board/${world.ids.cardiology}`);
+    await poll(() => n.locator('[data-testid=board]').count()).toBe(1);
     expect(await n.locator('[data-action]').count()).toBe(0);
   });
 
@@ -102,15 +102,15 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     const dialog = p.locator('wl-idle-dialog dialog');
     expect(await dialog.isVisible()).toBe(false);
     await p.clock.fastForward('14:05');
-    await expect.poll(() => dialog.isVisible()).toBe(true);
-    await expect.poll(() => p.locator('#idle-body').textContent()).toMatch(/signed out in \d+ seconds/);
+    await poll(() => dialog.isVisible()).toBe(true);
+    await poll(() => p.locator('#idle-body').textContent()).toMatch(/signed out in \d+ seconds/);
     await shot(p, 'idle-warning');
     // Focus is on "Stay signed in": the keyboard alone keeps the session.
     await p.keyboard.press('Enter');
-    await expect.poll(() => dialog.isVisible()).toBe(false);
+    await poll(() => dialog.isVisible()).toBe(false);
     expect(await p.evaluate(() => sessionStorage.getItem('wl.auth.tokens'))).not.toBeNull();
     await p.clock.fastForward('15:01');
-    await expect.poll(() => p.locator('main').textContent()).toContain('You were signed out after 15 minutes without activity.');
+    await poll(() => p.locator('main').textContent()).toContain('You were signed out after 15 minutes without activity.');
     expect(await p.evaluate(() => sessionStorage.getItem('wl.auth.tokens'))).toBeNull();
 
     // Sign-out by the user: the refresh token stops working at the server.
@@ -118,7 +118,7 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     await signIn(q, world, 'cardDoc');
     const tokens = JSON.parse((await q.evaluate(() => sessionStorage.getItem('wl.auth.tokens'))) as string) as { refreshToken: string };
     await q.locator('#sign-out').click();
-    await expect.poll(() => q.locator('main').textContent()).toContain('You are signed out.');
+    await poll(() => q.locator('main').textContent()).toContain('You are signed out.');
     const res = await fetch(`${world.server.url}/oauth2/token`, {
       method: 'POST',
       body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refreshToken, client_id: 'wardlink-ui' }),

@@ -6,7 +6,7 @@
 // Overdue when the (browser) clock passes the due time.
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hasChromium, launchChromium, newContext, shot, signIn, startUiWorld, type UiWorld } from './support.ts';
+import { hasChromium, launchChromium, newContext, poll, shot, signIn, startUiWorld, type UiWorld } from './support.ts';
 
 describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
   let world: UiWorld;
@@ -36,9 +36,9 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     const head = await page();
     await head.clock.install();
     await signIn(head, world, 'head', '/board');
-    await expect.poll(() => head.url()).toContain(`/app/board/${world.ids.cardiology}`);
-    await expect.poll(() => head.locator('[data-testid=live]').getAttribute('data-status'), { timeout: 15_000 }).toBe('live');
-    await expect.poll(() => head.locator('section[data-column=incoming] .empty').textContent()).toContain('No new consults');
+    await poll(() => head.url()).toContain(`/app/board/${world.ids.cardiology}`);
+    await poll(() => head.locator('[data-testid=live]').getAttribute('data-status')).toBe('live');
+    await poll(() => head.locator('section[data-column=incoming] .empty').textContent()).toContain('No new consults');
     await shot(head, 'board-empty');
 
     // The doctor (Neurology) requests a consult through the form: typeahead, department, priority, reason.
@@ -46,21 +46,21 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     await signIn(doctor, world, 'doctor', '/consults/new');
     await doctor.locator('#reason').fill('Chest pain, troponin up');
     await doctor.locator('#patient-q').fill('Ber');
-    await expect.poll(() => doctor.locator('li[role=option]').allTextContents()).toEqual([expect.stringContaining('Anna Berg')]);
+    await poll(() => doctor.locator('li[role=option]').allTextContents()).toEqual([expect.stringContaining('Anna Berg')]);
     await doctor.keyboard.press('Enter');
-    await expect.poll(() => doctor.locator('[data-testid=chosen-patient]').textContent()).toBe('Anna Berg');
+    await poll(() => doctor.locator('[data-testid=chosen-patient]').textContent()).toBe('Anna Berg');
     await doctor.locator('#department').selectOption(`Organization/${world.ids.cardiology}`);
     await doctor.locator('#priority').selectOption('urgent');
     await shot(doctor, 'new-consult');
     await doctor.locator('form button[type=submit]').click();
-    await expect.poll(() => doctor.url()).toContain('/app/requests');
-    await expect.poll(() => doctor.locator('[data-testid=status]').allTextContents()).toEqual(['Pending']);
+    await poll(() => doctor.url()).toContain('/app/requests');
+    await poll(() => doctor.locator('[data-testid=status]').allTextContents()).toEqual(['Pending']);
     // The draft is gone once sent.
     expect(await doctor.evaluate(() => sessionStorage.getItem('wl.draft.consult'))).toBeNull();
 
     // It appears on the head's board, live, with the patient, urgency, reason, requester and time left.
     const incoming = card(head, 'incoming', 'Anna Berg');
-    await expect.poll(() => incoming.count(), { timeout: 15_000 }).toBe(1);
+    await poll(() => incoming.count()).toBe(1);
     const text = await incoming.textContent();
     for (const part of ['Urgent', 'Chest pain, troponin up', 'Nadia Neuro']) expect(text).toContain(part);
     expect(await incoming.locator('[data-testid=sla]').textContent()).toMatch(/^(1\s?hr 5\d\s?min|2\s?hr) left$/);
@@ -77,8 +77,8 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
       });
     });
     await signIn(stale, world, 'head', `/board/${world.ids.cardiology}`);
-    await expect.poll(() => card(stale, 'incoming', 'Anna Berg').count(), { timeout: 15_000 }).toBe(1);
-    await expect.poll(() => stale.locator('[data-testid=live]').getAttribute('data-status'), { timeout: 15_000 }).toBe('live');
+    await poll(() => card(stale, 'incoming', 'Anna Berg').count()).toBe(1);
+    await poll(() => stale.locator('[data-testid=live]').getAttribute('data-status')).toBe('live');
     hold = true;
 
     // The head assigns it to Carla Cardio; the card moves to Assigned.
@@ -86,29 +86,29 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     await incoming.locator('select').selectOption({ label: 'Carla Cardio' });
     await incoming.locator('form button[type=submit]').click();
     const assigned = card(head, 'assigned', 'Anna Berg');
-    await expect.poll(() => assigned.count()).toBe(1);
-    await expect.poll(() => assigned.locator('[data-testid=owner]').textContent()).toBe('Carla Cardio');
+    await poll(() => assigned.count()).toBe(1);
+    await poll(() => assigned.locator('[data-testid=owner]').textContent()).toBe('Carla Cardio');
     expect(await card(head, 'incoming', 'Anna Berg').count()).toBe(0);
 
     // The doctor's list changes without a reload.
-    await expect.poll(() => doctor.locator('[data-testid=status]').allTextContents(), { timeout: 15_000 }).toEqual(['Assigned']);
+    await poll(() => doctor.locator('[data-testid=status]').allTextContents()).toEqual(['Assigned']);
     await shot(doctor, 'my-requests');
 
     // The stale tab still shows it as incoming; accepting it now is refused by the server, in its words.
     const staleCard = card(stale, 'incoming', 'Anna Berg');
     await staleCard.locator('button[data-action=accept]').click();
-    await expect.poll(() => stale.locator('[role=alert]').first().textContent()).toMatch(/^Accept failed: Cannot accept a consult in status accepted/);
+    await poll(() => stale.locator('[role=alert]').first().textContent()).toMatch(/^Accept failed: Cannot accept a consult in status accepted/);
     // ...and the refused card is brought up to date: it moves to Assigned, the message with it.
-    await expect.poll(() => card(stale, 'assigned', 'Anna Berg').locator('[role=alert]').count()).toBe(1);
+    await poll(() => card(stale, 'assigned', 'Anna Berg').locator('[role=alert]').count()).toBe(1);
     await shot(stale, 'board-refused');
 
     // SLA: 120 minutes for urgent in Cardiology. 100 minutes on: amber. 121 minutes on: overdue.
     const due = Date.now() + 120 * 60_000;
     await head.clock.setSystemTime(due - 20 * 60_000);
-    await expect.poll(() => assigned.getAttribute('data-sla')).toBe('amber');
+    await poll(() => assigned.getAttribute('data-sla')).toBe('amber');
     await head.clock.setSystemTime(due + 60_000);
     const overdue = card(head, 'overdue', 'Anna Berg');
-    await expect.poll(() => overdue.count()).toBe(1);
+    await poll(() => overdue.count()).toBe(1);
     expect(await overdue.getAttribute('data-sla')).toBe('red');
     expect(await overdue.locator('[data-testid=sla]').textContent()).toMatch(/^Overdue by \d+\s?min$/);
     await shot(head, 'board-overdue');

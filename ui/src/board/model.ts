@@ -89,7 +89,22 @@ export function consultsOf(bundle: Bundle): Consult[] {
   return matches(bundle, 'Task').map((t) => toConsult(t, refs));
 }
 
+let prefetched: { dept: string; at: number; result: Promise<Consult[]> } | undefined;
+
+/** Starts loading a board while the app is still loading the profile (the URL names the department). */
+export function prefetchConsults(dept: string): void {
+  prefetched = { dept, at: performance.now(), result: consultsOf_(search('Task', boardQuery(dept))) };
+  prefetched.result.catch(() => (prefetched = undefined));
+}
+
+const consultsOf_ = async (b: Promise<Bundle>): Promise<Consult[]> => consultsOf(await b);
+
 export async function loadConsults(dept: string, ids?: string[], signal?: AbortSignal): Promise<Consult[]> {
+  const p = prefetched;
+  if (!ids && p && p.dept === dept && performance.now() - p.at < 10_000) {
+    prefetched = undefined;
+    return p.result;
+  }
   return consultsOf(await search('Task', boardQuery(dept, ids), signal));
 }
 

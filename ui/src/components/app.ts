@@ -9,6 +9,7 @@ import { i18nEvents, LANGUAGES, language, setLanguage, t, type Language, type Me
 import { currentPath, href, match, navigate, routerEvents } from '../router.ts';
 import { loadProfile, type Profile } from '../user.ts';
 import { live } from '../api/live.ts';
+import { prefetchConsults } from '../board/model.ts';
 import { base } from '../styles.ts';
 import { NAV, REQUESTERS, STAFF, allowed } from '../nav.ts';
 import './idle-dialog.ts';
@@ -127,6 +128,9 @@ export class WlApp extends LitElement {
       this.phase = 'signed-out';
       return;
     }
+    // The board names its department in the URL: fetch it alongside the profile.
+    const board = match('/board/:dept');
+    if (board) prefetchConsults(`Organization/${board.params.dept}`);
     try {
       this.profile = await loadProfile();
       this.phase = 'ready';

@@ -109,6 +109,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       fhirBase: `${config.baseUrl}/fhir`,
       hospital: hospital ? `Organization/${hospital.id}` : undefined,
       administrator: demo.find((a) => a.role === 'admin')?.fhirUser,
+      staff: {
+        head: demo.find((a) => a.role === 'department-head')?.fhirUser,
+        clinician: demo.find((a) => a.role === 'clinician')?.fhirUser,
+        nurse: demo.find((a) => a.role === 'nurse')?.fhirUser,
+      },
     });
   }
   const workflow = await startWorkflow({ db, log, jobs: jobsRuntime.jobs, fhirBase: `${config.baseUrl}/fhir`, outbox: jobsRuntime.outbox });

@@ -24,6 +24,12 @@ export interface WorkflowSeedOptions {
   hospital?: string;
   /** Fallback administrator for second-tier escalation (Practitioner/...). */
   administrator?: string;
+  /**
+   * The demo sign-ins' Practitioners (server/auth/demo.ts), given places in the departments so
+   * each finds a populated board: the department head heads Cardiology, the clinician is a
+   * Neurology doctor (consults assigned there are theirs), the nurse works in Cardiology.
+   */
+  staff?: { head?: string; clinician?: string; nurse?: string };
 }
 
 export async function seedWorkflowDemo(options: WorkflowSeedOptions): Promise<boolean> {
@@ -43,8 +49,9 @@ export async function seedWorkflowDemo(options: WorkflowSeedOptions): Promise<bo
       code: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/practitioner-role', code: code === 'nurse' ? 'nurse' : 'doctor' }], text: code }],
     });
   const depts: { ref: string; head: string; doctors: string[] }[] = [];
+  const staff = options.staff ?? {};
   for (const [key, name, stat, urgent, routine] of DEPARTMENTS) {
-    const head = await person('Head', name);
+    const head = (key === 'cardiology' && staff.head) || (await person('Head', name));
     const org = await repo.create<Organization>({
       resourceType: 'Organization',
       identifier: [{ system: 'urn:wardlink:demo', value: `dept-${key}` }],
@@ -69,9 +76,9 @@ export async function seedWorkflowDemo(options: WorkflowSeedOptions): Promise<bo
     });
     const ref = `Organization/${org.id}`;
     await member(head, ref, 'head');
-    const doctors = [await person('Dr A', name), await person('Dr B', name)];
+    const doctors = [await person('Dr A', name), (key === 'neurology' && staff.clinician) || (await person('Dr B', name))];
     for (const d of doctors) await member(d, ref, 'doctor');
-    await member(await person('Nurse', name), ref, 'nurse');
+    await member((key === 'cardiology' && staff.nurse) || (await person('Nurse', name)), ref, 'nurse');
     depts.push({ ref, head, doctors });
   }
   const other = await repo.create<Organization>({ resourceType: 'Organization', identifier: [{ system: 'urn:wardlink:demo', value: 'partner-hospital' }], name: 'Partner Rehabilitation Clinic', active: true });

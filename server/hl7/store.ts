@@ -37,6 +37,9 @@ export interface NewMessage {
   ackCode?: string;
   ack?: string;
   errors?: unknown;
+  notes?: string[];
+  /** Stored with its final outcome (attempts 1, processed_at now). */
+  processed?: boolean;
 }
 
 const COLUMNS = `id::text AS id, sender, control_id AS "controlId", message_type AS "messageType", version, via,
@@ -49,15 +52,89 @@ const COLUMNS = `id::text AS id, sender, control_id AS "controlId", message_type
  */
 export async function insertMessage(db: Queryable, m: NewMessage): Promise<{ id: string; duplicate?: StoredMessage }> {
   const res = await db.query<{ id: string }>(
-    `INSERT INTO hl7_message (sender, control_id, message_type, version, via, raw, status, ack_code, ack, errors)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    `INSERT INTO hl7_message (sender, control_id, message_type, version, via, raw, status, ack_code, ack, errors, notes, attempts, processed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, CASE WHEN $12::boolean THEN 1 ELSE 0 END, CASE WHEN $12::boolean THEN now() END)
      ON CONFLICT (sender, control_id) WHERE control_id IS NOT NULL DO NOTHING
      RETURNING id::text AS id`,
-    [m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, m.status, m.ackCode ?? null, m.ack ?? null, m.errors === undefined ? null : JSON.stringify(m.errors)],
+    [
+      m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, m.status, m.ackCode ?? null, m.ack ?? null,
+      m.errors === undefined ? null : JSON.stringify(m.errors), m.notes?.length ? JSON.stringify(m.notes) : null, m.processed ?? false,
+    ],
   );
   if (res.rows[0]) return { id: res.rows[0].id };
   const existing = await db.query<StoredMessage>(`SELECT ${COLUMNS} FROM hl7_message WHERE sender = $1 AND control_id = $2`, [m.sender, m.controlId]);
   return { id: existing.rows[0].id, duplicate: existing.rows[0] };
+}
+
+/** What a message locks before it writes: conditional-lock texts and its clock keys. */
+export interface Claim {
+  lockKeys: string[];
+  clockKeys: string[];
+  /** Event time in epoch ms; undefined: no out-of-order check (no clock rows). */
+  eventMs?: number;
+}
+
+// Takes the advisory locks (sorted, so two messages never wait on each other in a circle) and
+// upserts the clock rows, which locks them: two messages about one resource serialise here.
+// A clock row keeps the latest event time; a key whose stored time is later than this
+// message's is stale (the message must not overwrite it). ON CONFLICT DO UPDATE sees (and
+// waits for) rows other transactions committed after this statement began.
+const CLAIM_CTES = (id: string, locks: string, keys: string, time: string) => `
+  locks AS (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) AS n
+    FROM (SELECT DISTINCT k FROM unnest(${locks}::text[]) AS k ORDER BY k) s),
+  clock AS (INSERT INTO hl7_clock AS c (key, event_time, message_id)
+    SELECT DISTINCT k, to_timestamp(${time}::float8 / 1000), ${id} FROM unnest(${keys}::text[]) AS k WHERE ${time}::float8 IS NOT NULL ORDER BY k
+    ON CONFLICT (key) DO UPDATE SET event_time = GREATEST(c.event_time, EXCLUDED.event_time),
+      message_id = CASE WHEN EXCLUDED.event_time >= c.event_time THEN EXCLUDED.message_id ELSE c.message_id END
+    RETURNING c.key, c.event_time > to_timestamp(${time}::float8 / 1000) AS stale)`;
+const CLAIM_RESULT = `(SELECT n FROM locks) AS locked, (SELECT coalesce(array_agg(key), '{}') FROM clock WHERE stale) AS stale`;
+
+/**
+ * Original-mode fast path, first statement: reserves the message's id and claims its keys. The
+ * message row itself is inserted at the end, with its outcome (insertFinished), so each message
+ * writes its row once.
+ */
+export async function reserveAndClaim(db: Queryable, claim: Claim): Promise<{ id: string; stale: Set<string> }> {
+  const res = await db.query<{ id: string; stale: string[] }>(
+    `WITH m AS (SELECT nextval('hl7_message_id_seq') AS id),
+     ${CLAIM_CTES('(SELECT id FROM m)', '$1', '$2', '$3')}
+     SELECT m.id::text AS id, ${CLAIM_RESULT} FROM m`,
+    [claim.lockKeys, claim.clockKeys, claim.eventMs ?? null],
+  );
+  return { id: res.rows[0].id, stale: new Set(res.rows[0].stale) };
+}
+
+/**
+ * Inserts a processed message with its outcome at a reserved id. A message already stored
+ * under this (sender, MSH-10) makes it fail with a unique violation (isDuplicateKey), which
+ * aborts the transaction: the caller's COMMIT then rolls everything back.
+ */
+export async function insertFinished(db: Queryable, id: string, m: NewMessage, o: Outcome): Promise<void> {
+  await db.query(
+    `INSERT INTO hl7_message (id, sender, control_id, message_type, version, via, raw, status, ack_code, ack, app_ack, errors, notes, resources, attempts, processed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, COALESCE($14, '[]'::jsonb), 1, now())`,
+    [
+      id, m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, o.status, o.ackCode, o.ack ?? null, o.appAck ?? null,
+      o.errors === undefined ? null : JSON.stringify(o.errors), o.notes?.length ? JSON.stringify(o.notes) : null, o.resources ? JSON.stringify(o.resources) : null,
+    ],
+  );
+}
+
+/** True for the unique violation of (sender, control id): the message was stored before. */
+export function isDuplicateKey(e: unknown): boolean {
+  return (e as { code?: string; constraint?: string })?.code === '23505' && (e as { constraint?: string }).constraint === 'hl7_message_key';
+}
+
+/** Claims a stored message's keys (enhanced mode, reprocessing); returns the stale keys. */
+export async function claimKeys(db: Queryable, messageId: string, claim: Claim): Promise<Set<string>> {
+  if (claim.lockKeys.length === 0 && (claim.eventMs === undefined || claim.clockKeys.length === 0)) return new Set();
+  const res = await db.query<{ stale: string[] }>(`WITH ${CLAIM_CTES('$1::bigint', '$2', '$3', '$4')} SELECT ${CLAIM_RESULT}`, [
+    messageId,
+    claim.lockKeys,
+    claim.clockKeys,
+    claim.eventMs ?? null,
+  ]);
+  return new Set(res.rows[0]?.stale ?? []);
 }
 
 export async function getMessage(db: Queryable, id: string): Promise<StoredMessage | undefined> {
@@ -151,35 +228,4 @@ export async function unfinishedMessages(db: Queryable, olderThanMs: number, lim
     [olderThanMs / 1000, limit],
   );
   return res.rows.map((r) => r.id);
-}
-
-// ---------------------------------------------------------------- out-of-order clock
-
-/**
- * Locks the clock rows of keys (creating missing ones) and returns the keys whose stored event
- * time is later than eventMs: what this message must not overwrite.
- */
-export async function staleKeys(db: Queryable, keys: string[], eventMs: number): Promise<Set<string>> {
-  const sorted = [...new Set(keys)].sort();
-  if (sorted.length === 0) return new Set();
-  // Two statements on purpose: the SELECT must see rows a concurrent message created after
-  // this INSERT's snapshot (READ COMMITTED gives each statement a new one).
-  await db.query(
-    `INSERT INTO hl7_clock (key, event_time) SELECT k, '-infinity'::timestamptz FROM unnest($1::text[]) AS k ORDER BY k ON CONFLICT (key) DO NOTHING`,
-    [sorted],
-  );
-  // Locks every key's row in key order (no deadlocks), so two messages about one resource serialise.
-  const res = await db.query<{ key: string; stale: boolean }>(
-    `SELECT key, event_time > to_timestamp($2::float8 / 1000) AS stale FROM hl7_clock WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE`,
-    [sorted, eventMs],
-  );
-  return new Set(res.rows.filter((r) => r.stale).map((r) => r.key));
-}
-
-export async function advanceClock(db: Queryable, keys: string[], eventMs: number, messageId: string): Promise<void> {
-  if (keys.length === 0) return;
-  await db.query(
-    `UPDATE hl7_clock SET event_time = GREATEST(event_time, to_timestamp($2::float8 / 1000)), message_id = $3 WHERE key = ANY($1::text[])`,
-    [[...new Set(keys)], eventMs, messageId],
-  );
 }

@@ -2,6 +2,9 @@
 // connections against real PostgreSQL (DATABASE_URL, default the local server), each message a
 // new patient + encounter written through the FHIR engine. `npm run bench:hl7`.
 //   HL7_BENCH_MESSAGES  messages per run (default 2000)   HL7_BENCH_POOL  pg pool size (default 10)
+import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import pg from 'pg';
 import { migrate } from '../../server/db/migrate.ts';
 import { createDb } from '../../server/db/pool.ts';
 import { loadDefinitions } from '../../server/fhir/definitions.ts';
@@ -26,13 +29,55 @@ function a01(): string {
   ].join('\r');
 }
 
+// SQL statements per message: every query any pool client sends is counted.
+let statements = 0;
+const query = pg.Client.prototype.query as (...args: unknown[]) => unknown;
+pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+  statements++;
+  return query.apply(this, args);
+} as typeof pg.Client.prototype.query;
+
+// CPU per message, which the other load on a shared machine disturbs far less than wall time:
+// this process (listener + mapping + pg client) plus the Postgres backends serving its pool
+// (/proc/<pid>/stat utime + stime; Postgres runs on this machine).
+const TICK_MS = 10;
+function backendCpuMs(pids: number[]): Map<number, number> {
+  const cpu = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      cpu.set(pid, (Number(fields[11]) + Number(fields[12])) * TICK_MS);
+    } catch {
+      // backend gone
+    }
+  }
+  return cpu;
+}
+async function backendPids(db: { query: (sql: string) => Promise<{ rows: { pid: number }[] }> }): Promise<number[]> {
+  const res = await db.query("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'");
+  return res.rows.map((r) => r.pid);
+}
+
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
-async function run(port: number, connections: number, total: number): Promise<{ rate: number; p50: number; p99: number; errors: number }> {
+interface RunResult {
+  rate: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  perMessage: number;
+  nodeCpu: number;
+  pgCpu: number;
+}
+
+async function run(port: number, connections: number, total: number, pids: () => Promise<number[]>): Promise<RunResult> {
   const clients = await Promise.all(Array.from({ length: connections }, () => MllpClient.connect(port)));
   const latencies: number[] = [];
   let errors = 0;
   let sent = 0;
+  const statementsBefore = statements;
+  const pgBefore = backendCpuMs(await pids());
+  const cpuBefore = process.cpuUsage();
   const start = performance.now();
   await Promise.all(
     clients.map(async (c) => {
@@ -46,9 +91,13 @@ async function run(port: number, connections: number, total: number): Promise<{ 
     }),
   );
   const seconds = (performance.now() - start) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  let pgCpu = 0;
+  for (const [pid, ms] of backendCpuMs(await pids())) pgCpu += ms - (pgBefore.get(pid) ?? 0);
   for (const c of clients) c.close();
   latencies.sort((a, b) => a - b);
-  return { rate: total / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), errors };
+  return { rate: total / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), errors, perMessage: (statements - statementsBefore) / total,
+    nodeCpu: (cpu.user + cpu.system) / 1000 / total, pgCpu: pgCpu / total };
 }
 
 loadDefinitions();
@@ -57,11 +106,14 @@ await migrate(database.connectionString);
 const db = createDb(database.connectionString, POOL);
 const hl7 = await startHl7({ db, log: createLogger('silent'), fhirBase: 'http://bench/fhir', port: 0, host: '127.0.0.1' });
 try {
-  await run(hl7.port, 5, 200); // warm-up: prepared statements, JIT
+  const pids = () => backendPids(db);
+  await run(hl7.port, 5, 200, pids); // warm-up: prepared statements, JIT, all pool connections open
   for (const connections of [1, 5]) {
-    const r = await run(hl7.port, connections, TOTAL);
+    const r = await run(hl7.port, connections, TOTAL, pids);
     console.log(
       `ADT^A01 over ${connections} MLLP connection${connections > 1 ? 's' : ''}: ${r.rate.toFixed(0)} messages/s, ACK p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms` +
+        `, ${r.perMessage.toFixed(1)} SQL statements/message, CPU/message ${r.nodeCpu.toFixed(2)} ms node + ${r.pgCpu.toFixed(2)} ms postgres` +
+        `, load average ${loadavg()[0].toFixed(2)}` +
         (r.errors ? `, ${r.errors} not AA` : ''),
     );
   }

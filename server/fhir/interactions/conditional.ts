@@ -23,7 +23,7 @@ export function criteriaOf(req: FhirRequest): [string, string][] {
 }
 
 /** Criteria in a canonical order, so the same search always takes the same lock. */
-function lockKey(type: string, params: [string, string][]): string {
+export function lockKey(type: string, params: [string, string][]): string {
   return type + '?' + [...params].sort((a, b) => (a[0] + '=' + a[1]).localeCompare(b[0] + '=' + b[1])).map(([k, v]) => `${k}=${v}`).join('&');
 }
 

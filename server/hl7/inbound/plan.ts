@@ -4,6 +4,7 @@
 // run answer of POST /hl7/v2 and what the processor runs through the FHIR engine.
 import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, Identifier, Resource } from '@medplum/fhirtypes';
+import { lockKey } from '../../fhir/interactions/conditional.ts';
 import { tokenParam } from './datatypes.ts';
 
 export interface PlannedEntry {
@@ -12,6 +13,8 @@ export interface PlannedEntry {
   clockKey?: string;
   /** Criteria of the conditional update ("identifier=..."), reused when the update is stale. */
   criteria?: string;
+  /** The business identifier an upsert matches on. */
+  key?: Identifier;
 }
 
 /** A merge (ADT^A40) to apply after the bundle: the survivor is the bundle entry `survivor`. */
@@ -47,6 +50,7 @@ export class MessagePlan {
       entry: { fullUrl, resource, request: { method: 'PUT', url: `${resource.resourceType}?${criteria}` } },
       clockKey: clockKey(resource.resourceType, key),
       criteria,
+      key: { system: key.system, value: key.value },
     });
     return fullUrl;
   }
@@ -75,6 +79,14 @@ export class MessagePlan {
 
   get clockKeys(): string[] {
     return this.entries.map((e) => e.clockKey).filter((k): k is string => k !== undefined);
+  }
+
+  /**
+   * The advisory lock texts of the upserts: the same ones a REST conditional update on the same
+   * identifier takes (fhir/interactions/conditional.ts), so the two never create twins.
+   */
+  get lockKeys(): string[] {
+    return this.entries.filter((e) => e.criteria).map((e) => lockKey(e.entry.resource?.resourceType as string, [...new URLSearchParams(e.criteria)]));
   }
 }
 

@@ -1,18 +1,22 @@
 // The inbound pipeline, the same for MLLP and POST /hl7/v2?commit=true:
-//   1. parse and check the header (what cannot be taken at all is answered AR / CR),
+//   1. parse and check the header (what cannot be taken at all is answered AR / CR), and map
+//      the message to its plan (pure: a mapping error is answered AE without touching FHIR data),
 //   2. store the raw bytes (a duplicate (sender, MSH-10) gets the ACK it got the first time),
+//      taking the locks of the resources it upserts and checking its event time against theirs,
 //   3. enhanced mode: commit the raw message, and the commit ACK (CA) can go,
-//   4. map it to a transaction Bundle and run it through the FHIR engine, with the out-of-order
-//      check and the A40 merge, under a savepoint: all of the message's writes or none,
+//   4. write the plan's resources through the repository (validation, history, outbox, index
+//      rows), with the out-of-order check and the A40 merge: all of the message's writes or none,
 //   5. record the outcome and commit (original mode: raw message and outcome in one commit),
 //      then answer AA, or AE with ERR (nothing of the message was written; it waits in the
 //      store, status error, to be fixed and reprocessed). No ACK AA before the commit.
+// Original mode costs six round trips per message (BEGIN, locks + clock, match identifiers,
+// write all resources, store the message with its outcome, COMMIT) whatever the number of
+// resources; a resend is recognised by the message's unique key at the end (and rolled back).
 import type { Bundle } from '@medplum/fhirtypes';
 import type { Db, Queryable } from '../../db/pool.ts';
 import { Repository } from '../../fhir/repository.ts';
 import { FhirError } from '../../fhir/outcome.ts';
 import type { FhirContext } from '../../fhir/request.ts';
-import { route } from '../../fhir/router.ts';
 import type { Logger } from '../../logger.ts';
 import { buildAck, ackTargetOf, type AckCode, type AckError } from '../ack.ts';
 import { ErrorCode, V2Error, parseMessage, type Message } from '../message.ts';
@@ -21,6 +25,7 @@ import { senderOf } from './context.ts';
 import { checkHeader, mapMessage } from './map.ts';
 import { applyMerge } from './merge.ts';
 import type { MessagePlan } from './plan.ts';
+import { batchable, writePlanBatched, writePlanViaEngine } from './write.ts';
 
 export interface InboundDeps {
   db: Db;
@@ -118,18 +123,7 @@ export async function receive(deps: InboundDeps, raw: Buffer, via: 'mllp' | 'htt
   }
 
   const msg = message as Message;
-  if (!mode.enhanced) {
-    // Original mode: the raw message and its outcome commit together (processing runs under a
-    // savepoint, so a refused message is still stored); the ACK goes only after that commit.
-    // If the process dies before it, the sender got no ACK and resends: nothing is lost, and
-    // one commit per message instead of two.
-    return deps.db.transaction(async (client) => {
-      const stored = await store.insertMessage(client, { sender, controlId, messageType, version: msg.version, via, raw, status: 'received' });
-      if (stored.duplicate && stored.duplicate.status !== 'received') return replay(stored.duplicate);
-      // A row we just inserted is already locked by this transaction.
-      return processIn(deps, client, stored.id, msg, mode, !stored.duplicate);
-    });
-  }
+  if (!mode.enhanced) return receiveOriginal(deps, msg, { sender, controlId, messageType, version: msg.version, via, raw, status: 'received' });
 
   // Enhanced mode: the commit ACK says "safely stored", so the raw message commits first; the
   // application ACK comes from processing afterwards.
@@ -140,6 +134,81 @@ export async function receive(deps: InboundDeps, raw: Buffer, via: 'mllp' | 'htt
   const processing = processStored(deps, stored.id, msg, mode);
   processing.catch(() => {});
   return { ack: wanted(mode.accept, true) ? commit : undefined, ackCode: 'CA', messageId: stored.id, status: 'received', processing };
+}
+
+/** Thrown inside the transaction to undo a refused message's writes; carries the refusal. */
+class Refused extends Error {
+  readonly reason: unknown;
+  constructor(reason: unknown) {
+    super('refused');
+    this.reason = reason;
+  }
+}
+
+/**
+ * Original mode: the raw message, its resources and its outcome commit together, and the ACK
+ * goes only after that commit. If the process dies before it, the sender got no ACK and
+ * resends: nothing is lost. A refused message rolls back whole (no partial data) and is then
+ * stored on its own with its AE. A database failure throws: no ACK, the sender resends.
+ */
+async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMessage): Promise<InboundResult> {
+  const target = ackTargetOf(msg);
+  let plan: MessagePlan;
+  try {
+    plan = mapMessage(msg);
+  } catch (e) {
+    return storeRefusal(deps, msg, row, e);
+  }
+  try {
+    return await deps.db.transaction(async (client) => {
+      const { id, stale } = await store.reserveAndClaim(client, claimOf(plan));
+      let written: string[];
+      try {
+        written = await writePlan(deps, client, plan, id, stale);
+      } catch (e) {
+        throw new Refused(e);
+      }
+      const ack = buildAck(target, 'AA');
+      await store.insertFinished(client, id, row, { status: 'processed', ackCode: 'AA', ack, notes: plan.notes, resources: written });
+      return { ack, ackCode: 'AA' as const, messageId: id, status: 'processed' as const, resources: written };
+    });
+  } catch (e) {
+    // Stored before (a resend, or a twin sent at the same moment): everything above rolled back;
+    // the stored one answers (or is finished, if a crash left it unprocessed).
+    if (store.isDuplicateKey(e)) return receiveStored(deps, msg, row);
+    if (!(e instanceof Refused)) throw e;
+    return storeRefusal(deps, msg, row, e.reason, plan.notes);
+  }
+}
+
+/** A message whose (sender, MSH-10) is stored already: its ACK again, or finish it. */
+async function receiveStored(deps: InboundDeps, msg: Message, row: store.NewMessage): Promise<InboundResult> {
+  const stored = await store.insertMessage(deps.db, row);
+  if (!stored.duplicate) return processStored(deps, stored.id, msg);
+  if (stored.duplicate.status !== 'received') return replay(stored.duplicate);
+  return processStored(deps, stored.id, msg);
+}
+
+/** Stores a message whose content was refused (mapping or FHIR validation) with its AE. */
+async function storeRefusal(deps: InboundDeps, msg: Message, row: store.NewMessage, reason: unknown, notes?: string[]): Promise<InboundResult> {
+  const errors = [classify(reason)];
+  logRefusal(deps, reason, errors[0]);
+  const ack = buildAck(ackTargetOf(msg), 'AE', errors);
+  const stored = await store.insertMessage(deps.db, { ...row, status: 'error', ackCode: 'AE', ack, errors, notes, processed: true });
+  if (stored.duplicate) {
+    if (stored.duplicate.status !== 'received') return replay(stored.duplicate);
+    return processStored(deps, stored.id, msg);
+  }
+  return { ack, ackCode: 'AE', messageId: stored.id, status: 'error', errors };
+}
+
+function logRefusal(deps: InboundDeps, e: unknown, error: AckError, messageId?: string): void {
+  if (!(e instanceof V2Error) && !(e instanceof FhirError)) deps.log.error({ err: e, messageId }, 'HL7 v2 message processing failed');
+  else deps.log.info({ messageId, error: error.text }, 'HL7 v2 message refused');
+}
+
+function claimOf(plan: MessagePlan): store.Claim {
+  return { lockKeys: plan.lockKeys, clockKeys: plan.clockKeys, eventMs: plan.eventTime };
 }
 
 function replay(m: store.StoredMessage): InboundResult {
@@ -162,12 +231,10 @@ export async function processStored(deps: InboundDeps, id: string, message: Mess
  * Maps and writes a stored message inside the open transaction: the FHIR writes run under a
  * savepoint, so a refusal undoes all of them (no partial data) and records the error instead.
  */
-async function processIn(deps: InboundDeps, client: Queryable, id: string, message: Message, mode: AckMode, fresh = false): Promise<InboundResult> {
+async function processIn(deps: InboundDeps, client: Queryable, id: string, message: Message, mode: AckMode): Promise<InboundResult> {
   const target = ackTargetOf(message);
-  if (!fresh) {
-    const row = await store.lockMessage(client, id);
-    if (row && row.status === 'processed') return replay(row);
-  }
+  const row = await store.lockMessage(client, id);
+  if (row && row.status === 'processed') return replay(row);
   await client.query('SAVEPOINT hl7_message');
   try {
     const plan = mapMessage(message);
@@ -187,8 +254,7 @@ async function processIn(deps: InboundDeps, client: Queryable, id: string, messa
     // If the database itself failed, this throws too: no ACK, the sender resends.
     await client.query('ROLLBACK TO SAVEPOINT hl7_message');
     const errors = [classify(e)];
-    if (!(e instanceof V2Error) && !(e instanceof FhirError)) deps.log.error({ err: e, messageId: id }, 'HL7 v2 message processing failed');
-    else deps.log.info({ messageId: id, error: errors[0].text }, 'HL7 v2 message refused');
+    logRefusal(deps, e, errors[0], id);
     const ack = buildAck(target, 'AE', errors);
     await store.recordOutcome(client, id, {
       status: 'error',
@@ -202,19 +268,19 @@ async function processIn(deps: InboundDeps, client: Queryable, id: string, messa
   }
 }
 
-/** Runs the plan through the FHIR engine inside the open transaction; returns Type/id/_history/v. */
-async function writePlan(deps: InboundDeps, client: Queryable, plan: MessagePlan, messageId: string): Promise<string[]> {
+/**
+ * Writes the plan inside the open transaction (claiming its keys first unless the caller did);
+ * returns Type/id/_history/v of what was written.
+ */
+async function writePlan(deps: InboundDeps, client: Queryable, plan: MessagePlan, messageId: string, claimed?: Set<string>): Promise<string[]> {
   const repo = new Repository(client, { baseUrl: deps.fhirBase });
-  const ctx = fhirContext(deps, repo);
-  const stale = plan.eventTime !== undefined ? await store.staleKeys(client, plan.clockKeys, plan.eventTime) : new Set<string>();
+  const stale = claimed ?? (await store.claimKeys(client, messageId, claimOf(plan)));
   if (stale.size) plan.notes.push(`Newer data already applied for ${[...stale].map((k) => k.split('|')[0]).join(', ')}: not overwritten`);
-  const bundle = plan.bundle(stale);
-  const res = await route(ctx, { method: 'POST', path: '', query: [], headers: {}, body: bundle });
-  const response = res.body as Bundle;
-  const written = (response.entry ?? []).map((e) => e.response?.location ?? '').filter(Boolean);
+  const locations = batchable(plan) ? await writePlanBatched(repo, plan, stale) : await writePlanViaEngine(fhirContext(deps, repo), plan, stale);
+  const written = locations.filter(Boolean);
   if (plan.merge) {
     const index = plan.entries.findIndex((p) => p.entry.fullUrl === plan.merge?.survivor);
-    const location = response.entry?.[index]?.response?.location ?? '';
+    const location = locations[index] ?? '';
     const survivorId = location.split('/')[1];
     if (survivorId) {
       const merge = await applyMerge(repo, survivorId, plan.merge.prior);
@@ -222,7 +288,6 @@ async function writePlan(deps: InboundDeps, client: Queryable, plan: MessagePlan
       written.push(...merge.merged, ...merge.repointed);
     }
   }
-  if (plan.eventTime !== undefined) await store.advanceClock(client, plan.clockKeys.filter((k) => !stale.has(k)), plan.eventTime, messageId);
   return written;
 }
 

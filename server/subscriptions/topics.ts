@@ -147,10 +147,12 @@ export function topicFires(topic: Topic, type: string, action: ResourceAction, c
       const focus = current ?? previous;
       if (!focus) return false;
       try {
+        // Both variables always exist: an absent version (previous on create, current on
+        // delete) is empty, so "%previous.exists().not()" holds on a create rather than
+        // failing as an undefined variable (which made workflow topics never fire on create).
         const vars: Record<string, { type: string; value: unknown }> = {};
         for (const [k, v] of [['current', current], ['previous', previous]] as const) {
-          if (!v) continue;
-          vars[k] = { type: v.resourceType, value: v };
+          vars[k] = v ? { type: v.resourceType, value: v } : { type: 'undefined', value: undefined };
           vars[`%${k}`] = vars[k];
         }
         const out = evalFhirPath(t.fhirPath, focus, vars);

@@ -4,7 +4,6 @@
 // transitions (409 naming the allowed ones); wrong-role attempts (403); the requester cancels;
 // and the notifications (Communication) are readable over HTTP by the people they are for.
 // The workflow runtime runs on the in-process queue, so the SLA timers are really scheduled.
-import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Organization, Patient, PractitionerRole } from '@medplum/fhirtypes';
 import { registerClient } from '../../server/auth/clients.ts';
@@ -15,10 +14,8 @@ import { createLogger } from '../../server/logger.ts';
 import { SLA_QUEUE, slaJobId } from '../../server/workflow/engine.ts';
 import { startWorkflow, type WorkflowRuntimeHandle } from '../../server/workflow/index.ts';
 import { EXT_DEPARTMENT_SLA, EXT_FIRST_RESPONSE, WORKFLOW_STATUS_SYSTEM } from '../../server/workflow/model.ts';
-import { Browser, makeUser, postForm, startAuthTestServer, type AuthTestServer } from '../auth/support.ts';
-
-const REDIRECT = 'http://app.example/callback';
-const CLIENT = 'workflow-app';
+import { makeUser, startAuthTestServer, type AuthTestServer } from '../auth/support.ts';
+import { CLIENT, REDIRECT, SCOPE, fhirCall, signIn } from './http-support.ts';
 const log = createLogger('silent');
 
 let srv: AuthTestServer;
@@ -35,35 +32,8 @@ interface Person {
 const people: Record<string, Person> = {};
 const ids: Record<string, string> = {};
 
-async function tokenFor(user: { username: string; password: string }): Promise<string> {
-  const verifier = randomBytes(32).toString('base64url');
-  const u = new URL(`${srv.baseUrl}/oauth2/authorize`);
-  const params = {
-    response_type: 'code',
-    client_id: CLIENT,
-    redirect_uri: REDIRECT,
-    scope: 'openid fhirUser user/*.cruds',
-    state: 's',
-    aud: srv.fhirBase,
-    code_challenge: createHash('sha256').update(verifier).digest('base64url'),
-    code_challenge_method: 'S256',
-  };
-  for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
-  const back = await new Browser(srv.baseUrl).authorize(u.toString(), user);
-  expect(back.location, back.html).toBeTruthy();
-  const code = new URL(back.location as string).searchParams.get('code') as string;
-  const res = await postForm(`${srv.baseUrl}/oauth2/token`, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT, client_id: CLIENT, code_verifier: verifier });
-  expect(res.status, JSON.stringify(res.body)).toBe(200);
-  return res.body.access_token as string;
-}
-
-async function fhir(who: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any; headers: Headers }> {
-  const headers: Record<string, string> = { authorization: `Bearer ${people[who].token}`, accept: 'application/fhir+json' };
-  if (body !== undefined) headers['content-type'] = 'application/fhir+json';
-  const res = await fetch(`${srv.fhirBase}/${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
-}
+const tokenFor = (user: { username: string; password: string }) => signIn(srv, user);
+const fhir = (who: string, method: string, path: string, body?: unknown) => fhirCall(srv, people[who].token, method, path, body);
 
 function parameters(values: Record<string, unknown>): any {
   const parameter = Object.entries(values)
@@ -106,7 +76,7 @@ beforeAll(async () => {
     close: () => inner.close(),
   };
   wf = await startWorkflow({ db: srv.db, log, jobs, fhirBase: srv.fhirBase });
-  await registerClient(srv.db, { clientId: CLIENT, kind: 'public', redirectUris: [REDIRECT], scopes: 'openid fhirUser user/*.cruds', trusted: true });
+  await registerClient(srv.db, { clientId: CLIENT, kind: 'public', redirectUris: [REDIRECT], scopes: SCOPE, trusted: true });
 
   // The hospital, its departments (SLA extension naming the head) and a partner provider.
   const org = async (key: string, resource: Organization) => {

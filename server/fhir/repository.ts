@@ -8,7 +8,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { instantSql, type Db, type Queryable } from '../db/pool.ts';
 import { isResourceType } from './definitions.ts';
 import { badRequest, gone, notFound, preconditionFailed } from './outcome.ts';
-import { indexRowsFor, type IndexRows } from './search/index-rows.ts';
+import { hasPairRows, indexRowsFor, type IndexRows } from './search/index-rows.ts';
 import { assertValid, isValidId } from './validate.ts';
 
 export type WriteMethod = 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -536,6 +536,8 @@ function indexTablesOf(type: string): (typeof INDEX_TABLE_NAMES)[number][] {
       if (t === 'geo') return kinds.has('special');
       // reference params also write `:identifier` token rows
       if (t === 'token') return kinds.has('token') || kinds.has('reference');
+      // pair rows (search/index-rows.ts INDEX_PAIRS) live in idx_composite
+      if (t === 'composite') return kinds.has('composite') || hasPairRows(type);
       return kinds.has(t);
     });
     tablesByType.set(type, tables);

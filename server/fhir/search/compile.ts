@@ -6,7 +6,7 @@ import { getSearchParameters } from '@medplum/core';
 import type { SearchParameter } from '@medplum/fhirtypes';
 import { isResourceType } from '../definitions.ts';
 import { expandValueSet, subsumption } from '../terminology.ts';
-import { IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, isServedParam, parseReference } from './index-rows.ts';
+import { IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, findPair, isServedParam, parseReference } from './index-rows.ts';
 import { normalizeString } from './normalize.ts';
 import {
   ParamError,
@@ -86,6 +86,62 @@ export interface Driver {
   rank: number;
   /** SELECT ... AS id FROM idx_* ...: the ids of the (live) resources the condition holds for. */
   sql: string;
+  /** The parts of an exists() condition, so a token and a date condition can become one pair driver. */
+  part?: { tbl: string; code: string; x: string; rt: string; param: string; cond: string };
+}
+
+/** Rank of a pair driver: with a date, after references (one patient's rows), before a token alone; with a reference, first. */
+const PAIR_RANK = { date: 2.5, reference: 0.5 } as Record<string, number>;
+
+/** Columns of a pair row (idx_composite) for the columns of the paired conditions' index rows. */
+const PAIR_COLUMNS: Record<string, Record<string, string>> = {
+  token: { system: 'system1', code: 'code1' },
+  date: { low: 'dlow2', high: 'dhigh2' },
+  reference: { target_type: 'system2', target_id: 'code2' },
+};
+
+/**
+ * `cond`, a condition on index row alias x, on pair row alias y instead; undefined when it uses
+ * a column the pair rows do not have (a token's :text display, a reference's URL).
+ */
+function onPairRow(cond: string, x: string, kind: string, y = 'y'): string | undefined {
+  const cols = PAIR_COLUMNS[kind];
+  let ok = true;
+  const out = cond.replace(new RegExp(`\\b${x}\\.([a-z_0-9]+)\\b`, 'g'), (_, col: string) => {
+    if (!cols[col]) ok = false;
+    return `${y}.${cols[col]}`;
+  });
+  return ok ? out : undefined;
+}
+
+/**
+ * A top-level token condition and a date or reference condition of a type with pair rows for
+ * their parameters (index-rows.ts INDEX_PAIRS) -> one driver over those rows that holds exactly
+ * when both do (the rows are every combination). The two conditions' SQL is reused with its
+ * columns renamed, and every value they bound stays referenced (an unreferenced bind parameter
+ * has no type and fails the statement).
+ */
+export function pairDriver(type: string, token: Driver, other: Driver): Driver | undefined {
+  const t = token.part;
+  const o = other.part;
+  if (!t || !o || t.tbl !== 'token' || (o.tbl !== 'date' && o.tbl !== 'reference')) return undefined;
+  const pair = findPair(type, t.code, o.code);
+  if (!pair) return undefined;
+  const tc = onPairRow(t.cond, t.x, 'token');
+  const oc = onPairRow(o.cond, o.x, o.tbl);
+  if (!tc || !oc) return undefined;
+  // Literals, not bind parameters: this is called for every candidate pair of conditions and
+  // only one is used (names from INDEX_PAIRS and resource type names, checked here).
+  const literal = (v: string) => {
+    if (!/^[A-Za-z0-9+-]+$/.test(v)) throw new Error(`bad pair name ${v}`);
+    return `'${v}'`;
+  };
+  const target = pair.targetType ? ` AND y.system2 = ${literal(pair.targetType)}` : '';
+  // The conditions' own type and parameter values are compared too, so they stay referenced.
+  return {
+    rank: PAIR_RANK[o.tbl],
+    sql: `SELECT y.resource_id AS id FROM idx_composite y WHERE y.resource_type = ${t.rt} AND ${o.rt} = ${t.rt} AND y.param = ${literal(pair.param)} AND ${t.param} || '+' || ${o.param} IS NOT NULL AND ${tc} AND ${oc}${target}`,
+  };
 }
 
 export class Compiler {
@@ -95,6 +151,8 @@ export class Compiler {
   near?: Near;
   /** Top-level index conditions that can be a source of ids instead (keyed by the condition). */
   readonly drivers = new Map<string, Driver>();
+  /** The parts of every exists() condition (keyed by the condition), for pair rows. */
+  readonly parts = new Map<string, NonNullable<Driver['part']>>();
 
   constructor(sql: SqlBuilder, fhirBase: string) {
     this.sql = sql;
@@ -115,6 +173,8 @@ export class Compiler {
     const modifier = colon >= 0 ? name.slice(colon + 1) : undefined;
     if (code === '_id') return this.idParam(alias, name, modifier, value);
     if (code === '_lastUpdated') return this.lastUpdated(alias, name, modifier, value);
+    if (code === '_text' || code === '_content') return this.fullText(alias, name, code, modifier, value);
+    if (code === '_list') return this.list(type, alias, name, modifier, value);
     const sp = paramDef(type, code);
     if (!sp) throw new ParamError(name, `Unknown search parameter "${code}" for ${type}`);
     if (modifier === 'missing') return this.missing(type, alias, name, sp, value);
@@ -171,10 +231,12 @@ export class Compiler {
     const rt = this.sql.bind(type);
     const param = this.sql.bind(code);
     const condition = `EXISTS (SELECT 1 FROM idx_${tbl} ${x} WHERE ${x}.resource_type = ${rt} AND ${x}.resource_id = ${alias}.id AND ${x}.param = ${param} AND ${c})`;
+    this.parts.set(condition, { tbl, code, x, rt, param, cond: c });
     if (alias === TOP_ALIAS) {
       this.drivers.set(condition, {
         rank: DRIVER_RANK[tbl] ?? 9,
         sql: `SELECT ${x}.resource_id AS id FROM idx_${tbl} ${x} WHERE ${x}.resource_type = ${rt} AND ${x}.param = ${param} AND ${c}`,
+        part: { tbl, code, x, rt, param, cond: c },
       });
     }
     return condition;
@@ -203,6 +265,47 @@ export class Compiler {
     if (modifier === 'missing') return value === 'true' ? 'false' : 'true';
     this.noModifier(name, modifier);
     return this.orValues(name, value, (v) => this.dateCond(name, v, `${alias}.last_updated`, `${alias}.last_updated`))('');
+  }
+
+  // ------------------------------------------------------------------ _text, _content, _list
+
+  /**
+   * _text (the narrative) and _content (every string of the resource): PostgreSQL full-text
+   * search with web-search syntax (words all present, "a phrase", or, -word), case-insensitive,
+   * whole words, no stemming (clinical text is multilingual and stemming mangles terms). The
+   * expressions are exactly those of the GIN indexes of migration 006.
+   */
+  private fullText(alias: string, name: string, code: '_text' | '_content', modifier: string | undefined, value: string): string {
+    this.noModifier(name, modifier);
+    return this.orValues(name, value, (v) => `${fullTextSql(code, alias)} @@ websearch_to_tsquery('simple'::regconfig, ${this.sql.bind(unescapeValue(v))})`)('');
+  }
+
+  /**
+   * _list=id: the resource is an item of List/id. Functional lists ($current-allergies and the
+   * like) would need the patient context of the request: refused rather than guessed.
+   */
+  private list(type: string, alias: string, name: string, modifier: string | undefined, value: string): string {
+    this.noModifier(name, modifier);
+    const ids = splitEscaped(value, ',').map((v) => unescapeValue(v).replace(/^List\//, ''));
+    for (const id of ids) {
+      if (id.startsWith('$')) throw new ParamError(name, `Functional list "${id}" is not supported (use the id of a List resource)`);
+      if (!/^[A-Za-z0-9\-.]{1,64}$/.test(id)) throw new ParamError(name, `"${id}" is not a List id`);
+    }
+    const l = this.sql.alias('l');
+    const rows = `idx_reference ${l} WHERE ${l}.resource_type = 'List' AND ${l}.param = 'item' AND ${l}.resource_id = ANY(${this.sql.bind(ids)}::text[]) AND ${l}.target_type = ${this.sql.bind(type)}`;
+    // In parentheses: the rows are the List's, not the resource's, so a chain must still check
+    // that the resource is live (see onIdOnly).
+    const condition = `(EXISTS (SELECT 1 FROM ${rows} AND ${l}.target_id = ${alias}.id))`;
+    if (alias === TOP_ALIAS) {
+      // The List's rows name their items, which may have been deleted since: checked here
+      // (a driver yields only live resources).
+      const d = this.sql.alias('d');
+      this.drivers.set(condition, {
+        rank: DRIVER_RANK.reference,
+        sql: `SELECT ${l}.target_id AS id FROM ${rows} AND EXISTS (SELECT 1 FROM ${table(type)} ${d} WHERE ${d}.id = ${l}.target_id AND NOT ${d}.deleted)`,
+      });
+    }
+    return condition;
   }
 
   // ------------------------------------------------------------------ date
@@ -475,17 +578,31 @@ export class Compiler {
     }
     const restCode = rest.split(/[.:]/)[0];
     const usable = targets.filter(
-      (t) => isResourceType(t) && (rest.startsWith('_has:') || restCode === '_id' || restCode === '_lastUpdated' || paramDef(t, restCode)),
+      (t) => isResourceType(t) && (rest.startsWith('_has:') || COLUMN_PARAMS.has(restCode) || paramDef(t, restCode)),
     );
     if (usable.length === 0) throw new ParamError(name, `None of the targets of ${code} (${targets.join(', ')}) has a parameter "${restCode}"`);
     const r = this.sql.alias('r');
-    const perTarget = usable.map((t) => {
+    const perTarget: string[] = [];
+    let firstError: unknown;
+    for (const t of usable) {
+      // A target the rest cannot apply to (subject._has:Condition:subject:... for a Device
+      // subject) is left out; only when none can is the parameter unusable.
+      const bound = this.sql.values.length;
       const a = this.sql.alias('t');
-      const cond = this.param(t, a, rest, value, depth + 1);
+      let cond: string;
+      try {
+        cond = this.param(t, a, rest, value, depth + 1);
+      } catch (e) {
+        if (!(e instanceof ParamError)) throw e;
+        this.sql.truncate(bound);
+        firstError ??= e;
+        continue;
+      }
       const byId = onIdOnly(cond, a, `${r}.target_id`);
-      if (byId) return `(${r}.target_type = ${this.sql.bind(t)} AND ${byId})`;
-      return `(${r}.target_type = ${this.sql.bind(t)} AND EXISTS (SELECT 1 FROM ${table(t)} ${a} WHERE ${a}.id = ${r}.target_id AND NOT ${a}.deleted AND ${cond}))`;
-    });
+      if (byId) perTarget.push(`(${r}.target_type = ${this.sql.bind(t)} AND ${byId})`);
+      else perTarget.push(`(${r}.target_type = ${this.sql.bind(t)} AND EXISTS (SELECT 1 FROM ${table(t)} ${a} WHERE ${a}.id = ${r}.target_id AND NOT ${a}.deleted AND ${cond}))`);
+    }
+    if (!perTarget.length) throw firstError;
     const rt = this.sql.bind(type);
     const param = this.sql.bind(code);
     const targetCond = perTarget.length === 1 ? perTarget[0] : `(${perTarget.join(' OR ')})`;
@@ -512,11 +629,23 @@ export class Compiler {
     const r = this.sql.alias('r');
     const a = this.sql.alias('h');
     const cond = this.param(srcType, a, rest, value, depth + 1);
+    // The conditions below are about rows of the source resources, not of `alias`: in
+    // parentheses so a chain does not take them for the target's own index rows (onIdOnly)
+    // and still checks that the target is live.
+    const part = this.parts.get(cond);
+    const pair = part?.tbl === 'token' ? findPair(srcType, part.code, refCode) : undefined;
+    const y = this.sql.alias('y');
+    const onPair = pair && part ? onPairRow(part.cond, part.x, 'token', y) : undefined;
+    if (pair && part && onPair) {
+      // A token condition on the source with (token, reference) pair rows: one probe of
+      // idx_composite per candidate instead of one per source resource (index-rows.ts INDEX_PAIRS).
+      return `(EXISTS (SELECT 1 FROM idx_composite ${y} WHERE ${y}.resource_type = ${part.rt} AND ${y}.param = ${this.sql.bind(pair.param)} AND ${part.param}::text IS NOT NULL AND ${onPair} AND ${y}.system2 = ${this.sql.bind(type)} AND ${y}.code2 = ${alias}.id))`;
+    }
     const byId = onIdOnly(cond, a, `${r}.resource_id`);
     if (byId) {
-      return `EXISTS (SELECT 1 FROM idx_reference ${r} WHERE ${r}.resource_type = ${this.sql.bind(srcType)} AND ${r}.param = ${this.sql.bind(refCode)} AND ${r}.target_type = ${this.sql.bind(type)} AND ${r}.target_id = ${alias}.id AND ${byId})`;
+      return `(EXISTS (SELECT 1 FROM idx_reference ${r} WHERE ${r}.resource_type = ${this.sql.bind(srcType)} AND ${r}.param = ${this.sql.bind(refCode)} AND ${r}.target_type = ${this.sql.bind(type)} AND ${r}.target_id = ${alias}.id AND ${byId}))`;
     }
-    return `EXISTS (SELECT 1 FROM idx_reference ${r} JOIN ${table(srcType)} ${a} ON ${a}.id = ${r}.resource_id AND NOT ${a}.deleted WHERE ${r}.resource_type = ${this.sql.bind(srcType)} AND ${r}.param = ${this.sql.bind(refCode)} AND ${r}.target_type = ${this.sql.bind(type)} AND ${r}.target_id = ${alias}.id AND ${cond})`;
+    return `(EXISTS (SELECT 1 FROM idx_reference ${r} JOIN ${table(srcType)} ${a} ON ${a}.id = ${r}.resource_id AND NOT ${a}.deleted WHERE ${r}.resource_type = ${this.sql.bind(srcType)} AND ${r}.param = ${this.sql.bind(refCode)} AND ${r}.target_type = ${this.sql.bind(type)} AND ${r}.target_id = ${alias}.id AND ${cond}))`;
   }
 
   // ------------------------------------------------------------------ composite
@@ -600,6 +729,16 @@ export class Compiler {
     return condition;
   }
 }
+
+/** The tsvector of a row's narrative (_text) or of all its strings (_content); see migration 006. */
+export function fullTextSql(code: '_text' | '_content', alias: string): string {
+  return code === '_text'
+    ? `to_tsvector('simple'::regconfig, ${alias}.content #>> '{text,div}')`
+    : `jsonb_to_tsvector('simple'::regconfig, ${alias}.content, '["string"]')`;
+}
+
+/** Parameters every type has that are not index rows. */
+export const COLUMN_PARAMS = new Set(['_id', '_lastUpdated', '_text', '_content', '_list']);
 
 /**
  * A chained / _has condition about the resource `alias` that only asks for index rows of its id

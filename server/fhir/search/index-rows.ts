@@ -304,6 +304,85 @@ function compositeRows(rows: IndexRows, ix: Indexer, typed: TypedValue[], baseUr
 }
 
 /**
+ * Pairs of parameters searched together often enough, over large match sets, to deserve their
+ * own index rows (in idx_composite, param "<token>+<other>", one row per combination of the
+ * resource's token rows and the other parameter's rows):
+ *
+ * - token + date: "Observation?code=X&date=ge2025-06" as two separate index lookups means
+ *   intersecting the ids of every X (a sixth of all Observations for heart rate) with the ids of
+ *   every Observation in the date range, which no index can do quickly (hundreds of milliseconds
+ *   at a million Observations, however it is joined). The pair rows (code1/system1 = the token,
+ *   dlow2/dhigh2 = the date) give exactly the matches from one range scan, counted index-only.
+ * - token + reference (subject): "Patient?_has:Observation:patient:code=X" walks patients in id
+ *   order and needs, for each, "has an Observation with code X"; without the pair that is one
+ *   index probe per Observation of the patient. The pair rows (system2/code2 = target type/id)
+ *   answer it with one probe per patient, or one ordered merge. They also answer
+ *   "Observation?patient=P&code=X" exactly.
+ *
+ * Kept to the clinical "what + when" and "what + whose" pairs so writes stay cheap (a few extra
+ * rows per resource). compile.ts pairDriver / has() use them; migration 006 indexes them.
+ */
+export const INDEX_PAIRS: Readonly<Record<string, readonly (readonly [token: string, other: string])[]>> = {
+  Observation: [['code', 'date'], ['category', 'date'], ['code', 'subject']],
+  Condition: [['code', 'onset-date'], ['code', 'subject']],
+  Procedure: [['code', 'date'], ['code', 'subject']],
+  DiagnosticReport: [['code', 'date'], ['category', 'date'], ['code', 'subject']],
+  MedicationRequest: [['code', 'authoredon'], ['code', 'subject']],
+  Encounter: [['class', 'date'], ['type', 'date']],
+  Immunization: [['vaccine-code', 'date']],
+  ServiceRequest: [['code', 'authored']],
+};
+
+/** The idx_composite param of a pair (no SearchParameter code contains "+"). */
+export function pairParam(token: string, other: string): string {
+  return `${token}+${other}`;
+}
+
+/**
+ * The pair rows that answer `token` together with `other` on `type`: the pair itself, or for
+ * "patient" the (token, subject) pair restricted to Patient targets where patient is defined as
+ * the subject that is a Patient (as in R4 for Observation, Condition and others).
+ */
+export function findPair(type: string, token: string, other: string): { param: string; targetType?: string } | undefined {
+  const pairs = INDEX_PAIRS[type] ?? [];
+  if (pairs.some(([t, o]) => t === token && o === other)) return { param: pairParam(token, other) };
+  if (other === 'patient' && pairs.some(([t, o]) => t === token && o === 'subject')) {
+    // R4's patient parameters share one expression for all types: this type's part of it
+    const own = (getSearchParameters(type)?.patient?.expression ?? '')
+      .split('|')
+      .map((e) => e.replace(/\s+/g, ''))
+      .filter((e) => e.startsWith(`${type}.`));
+    if (own.length === 1 && own[0] === `${type}.subject.where(resolve()isPatient)`) return { param: pairParam(token, 'subject'), targetType: 'Patient' };
+  }
+  return undefined;
+}
+
+/** Whether a type writes pair rows (so its idx_composite rows must be cleared on update). */
+export function hasPairRows(resourceType: string): boolean {
+  return resourceType in INDEX_PAIRS;
+}
+
+/** Every combination of the pair's token rows (not the :text ones) and the other's rows. */
+function pairRows(rows: IndexRows, resourceType: string): void {
+  for (const [token, other] of INDEX_PAIRS[resourceType] ?? []) {
+    const dates = rows.date.filter((d) => d.param === other);
+    // local references only (an absolute URL has no type / id to pair)
+    const refs = rows.reference.filter((r) => r.param === other && r.targetId !== null);
+    if (!dates.length && !refs.length) continue;
+    const seen = new Set<string>();
+    for (const t of rows.token) {
+      if (t.param !== token || t.display !== null) continue;
+      const key = `${t.system}|${t.code}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const base = { param: pairParam(token, other), system1: t.system, code1: t.code, system2: null, code2: null, low2: null, high2: null, dlow2: null, dhigh2: null, text2: null, low3: null, high3: null };
+      for (const d of dates) rows.composite.push({ ...base, dlow2: d.low, dhigh2: d.high });
+      for (const r of refs) rows.composite.push({ ...base, system2: r.targetType, code2: r.targetId });
+    }
+  }
+}
+
+/**
  * Absolute references to this server ("<base>/Patient/1") become relative ones before the
  * FHIRPath runs, so `resolve() is Patient` and the reference rows treat both spellings alike.
  */
@@ -332,6 +411,7 @@ export function indexRowsFor(input: Resource, baseUrl?: string): IndexRows {
     if (values.length === 0) continue;
     simpleRows(rows, ix.code, ix.type, values, baseUrl);
   }
+  pairRows(rows, resource.resourceType);
   if (resource.resourceType === 'Location') {
     const pos = (resource as Location).position;
     if (pos && typeof pos.latitude === 'number' && typeof pos.longitude === 'number') {

@@ -17,7 +17,7 @@ import { instantSql } from '../../db/pool.ts';
 import { isResourceType, loadDefinitions } from '../definitions.ts';
 import { badRequest, forbidden } from '../outcome.ts';
 import { isServedParam } from './index-rows.ts';
-import { Compiler, RESULT_PARAMS, SqlBuilder, paramDef, table, toKm, type Driver, type Near } from './compile.ts';
+import { Compiler, RESULT_PARAMS, SqlBuilder, pairDriver, paramDef, table, toKm, type Driver, type Near } from './compile.ts';
 import type { Restriction } from '../../auth/access.ts';
 import { patientCompartmentParams } from '../compartment.ts';
 import { subsetJson as subset, type SummaryMode as Summary } from '../elements.ts';
@@ -96,7 +96,7 @@ interface Cursor {
   i: string;
 }
 
-const UNSUPPORTED = new Set(['_list', '_filter', '_text', '_content', '_query', '_contained', '_containedType', '_score']);
+const UNSUPPORTED = new Set(['_filter', '_query', '_contained', '_containedType', '_score']);
 
 // ---------------------------------------------------------------------------------------- parse
 
@@ -304,19 +304,28 @@ function whereOf(filters: string[]): string {
  * costs more than everything else in a search over tens of thousands of candidates), the other
  * filters probing indexes by id. Not when something needs the row (_lastUpdated).
  */
-function sourceOf(c: Compiler, p: Parsed, t: string): { from: string; where: string } {
+function sourceOf(c: Compiler, p: Parsed, t: string): { from: string; where: string; driven: boolean } {
   const filters = p.filters.get(t)!;
   const needsRow = p.sort.some((k) => k.usesRow) || filters.some((f) => /\ba\.(?!id\b)/.test(f));
-  let best: { index: number; driver: Driver } | undefined;
+  let best: { index: number[]; driver: Driver } | undefined;
   if (!needsRow) {
     filters.forEach((f, index) => {
       const driver = c.drivers.get(f);
-      if (driver && (!best || driver.rank < best.driver.rank)) best = { index, driver };
+      if (driver && (!best || driver.rank < best.driver.rank)) best = { index: [index], driver };
+    });
+    // A token condition and a date or reference condition with pair rows: one driver for both (see pairDriver).
+    filters.forEach((f, i) => {
+      filters.forEach((g, j) => {
+        const a = c.drivers.get(f);
+        const b = c.drivers.get(g);
+        const driver = a && b && i !== j ? pairDriver(t, a, b) : undefined;
+        if (driver && (!best || driver.rank < best.driver.rank)) best = { index: [i, j], driver };
+      });
     });
   }
-  if (!best) return { from: `${table(t)} a`, where: whereOf(filters) };
-  const rest = filters.filter((_, i) => i !== best!.index);
-  return { from: `(SELECT DISTINCT d.id FROM (${best.driver.sql}) d) a`, where: rest.length ? rest.join(' AND ') : 'true' };
+  if (!best) return { from: `${table(t)} a`, where: whereOf(filters), driven: false };
+  const rest = filters.filter((_, i) => !best!.index.includes(i));
+  return { from: `(SELECT DISTINCT d.id FROM (${best.driver.sql}) d) a`, where: rest.length ? rest.join(' AND ') : 'true', driven: true };
 }
 
 /** Keyset condition: the row comes strictly after (or before) the cursor row in the sort order. */
@@ -372,7 +381,8 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   // even 1,000 cost more than the page itself. So Bundle.total is given
   //  - without _total: only when it comes free, i.e. the whole result fits on the first page
   //    (otherwise it is left out, which R4 allows; ask for _total=accurate);
-  //  - _total=estimate: counted up to TOTAL_CAP, beyond that the planner's row estimate;
+  //  - _total=estimate: counted up to TOTAL_CAP, beyond that the planner's row estimate
+  //    (exact when the matches come from an index driver: see `shared` below);
   //  - _total=accurate and _summary=count: always counted in full.
   const countOnly = p.summary === 'count' || p.count === 0;
   const countInSql = countOnly || p.total === 'accurate' || p.total === 'estimate';
@@ -405,8 +415,11 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
       })
       .join(' UNION ALL ');
     // _total=accurate: the matches are found once (materialized), then counted and paged,
-    // rather than searched twice.
-    const shared = countInSql && cap === undefined;
+    // rather than searched twice. So is _total=estimate when every type's matches come from an
+    // index driver: the page must gather all of them (distinct ids) before it can take the
+    // first ones in order, so the exact count costs next to nothing more; a capped count plus
+    // a planner estimate would cost more and say less.
+    const shared = countInSql && (cap === undefined || p.types.every((t) => sources.get(t)!.driven));
     const keyset = p.cursor ? `WHERE ${keysetCond(sql, p.sort, p.cursor, multi)}` : '';
     const limit = sql.bind(p.count + 1);
     const page = `SELECT s.*, row_number() OVER () AS ord FROM (SELECT s.* FROM ${shared ? 'm' : `(${inner})`} s ${keyset} ORDER BY ${orderBy('s.', p.sort, reverse, multi)} LIMIT ${limit}) s`;
@@ -421,7 +434,7 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
     const res = await db.query<PageRow>(text, sql.values);
     rows = res.rows.filter((r) => r.id !== null);
     if (countInSql) total = Number(res.rows[0]?.total ?? 0);
-    if (total !== undefined && cap !== undefined && total > cap) total = await estimateTotal(db, p, total);
+    if (total !== undefined && cap !== undefined && total > cap && !shared) total = await estimateTotal(db, p, total);
     const more = rows.length > p.count;
     if (more) rows = rows.slice(0, p.count);
     // The whole result on the first page: its size is the total, at no cost.

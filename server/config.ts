@@ -19,6 +19,8 @@ export interface Config {
   hl7Port: number;
   /** Start the HL7 v2 MLLP listener (default on). */
   hl7Enabled: boolean;
+  /** Close MLLP connections idle this long, in ms (HL7_IDLE_TIMEOUT_MS, default 10 min; 0 never). */
+  hl7IdleTimeoutMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Largest accepted request body for FHIR JSON, in bytes. */
   maxJsonBytes: number;
@@ -148,6 +150,7 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: env.DATA_DIR?.trim() || './data',
     hl7Port: int(env, 'HL7_PORT', 2575, 0, 65535),
     hl7Enabled: bool(env, 'HL7_ENABLED', true),
+    hl7IdleTimeoutMs: int(env, 'HL7_IDLE_TIMEOUT_MS', 600_000, 0, 86_400_000),
     logLevel,
     maxJsonBytes: int(env, 'MAX_JSON_BYTES', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxBinaryBytes: int(env, 'MAX_BINARY_BYTES', 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),

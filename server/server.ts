@@ -96,6 +96,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     fhirBase: `${config.baseUrl}/fhir`,
     port: config.hl7Port,
     host: config.host,
+    idleTimeoutMs: config.hl7IdleTimeoutMs,
     listen: config.hl7Enabled,
     jobs: jobsRuntime.jobs,
     outbox: jobsRuntime.outbox,

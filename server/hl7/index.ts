@@ -19,6 +19,8 @@ export interface Hl7Deps {
   fhirBase: string;
   port: number;
   host: string;
+  /** Close MLLP connections idle this long (default mllp.ts DEFAULT_IDLE_TIMEOUT_MS; 0: never). */
+  idleTimeoutMs?: number;
   /** Start the MLLP listener (config HL7_ENABLED); the outbound side runs either way. */
   listen?: boolean;
   /** With both: outbound REF^I12 / SIU^S12 / ADT^A01 to Endpoint resources, through the job queue. */
@@ -41,7 +43,7 @@ export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
     startOutboundWorker(outbound);
     unsubscribe = deps.outbox.onResourceEvent(outboundListener(outbound));
   }
-  const server: MllpServer | undefined = deps.listen === false ? undefined : await startListener(inbound, { port: deps.port, host: deps.host });
+  const server: MllpServer | undefined = deps.listen === false ? undefined : await startListener(inbound, { port: deps.port, host: deps.host, idleTimeoutMs: deps.idleTimeoutMs });
   // Messages stored by a process that died before finishing them are processed now.
   const recovered = await recoverUnfinished(inbound, 0).catch((err) => {
     inbound.log.error({ err }, 'could not recover unfinished HL7 v2 messages');

@@ -7,10 +7,11 @@ import { receive, decode, type InboundDeps, type InboundResult } from './inbound
 import { startMllpServer, type MllpServer } from './mllp.ts';
 import { nowDtm } from './datetime.ts';
 
-export async function startListener(deps: InboundDeps, options: { port: number; host: string }): Promise<MllpServer> {
+export async function startListener(deps: InboundDeps, options: { port: number; host: string; idleTimeoutMs?: number }): Promise<MllpServer> {
   return startMllpServer({
     port: options.port,
     host: options.host,
+    idleTimeoutMs: options.idleTimeoutMs,
     log: deps.log.child({ component: 'hl7-mllp' }),
     handler: async (raw) => handleFrame(deps, raw),
   });

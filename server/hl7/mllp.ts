@@ -74,7 +74,23 @@ export interface MllpServer {
   close(): Promise<void>;
 }
 
-export async function startMllpServer(options: { port: number; host: string; log: Logger; handler: FrameHandler; maxFrameBytes?: number }): Promise<MllpServer> {
+export interface MllpServerOptions {
+  port: number;
+  host: string;
+  log: Logger;
+  handler: FrameHandler;
+  maxFrameBytes?: number;
+  /**
+   * A connection with no traffic for this long, and no message being handled, is closed
+   * (senders reconnect when they next have something to send); 0 keeps idle connections open.
+   */
+  idleTimeoutMs?: number;
+}
+
+/** Default idle timeout: long enough for a quiet feed's keep-alive habits, short enough to free dead peers. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000;
+
+export async function startMllpServer(options: MllpServerOptions): Promise<MllpServer> {
   const { log, handler } = options;
   const sockets = new Set<net.Socket>();
   const inFlight = new Set<Promise<unknown>>();
@@ -87,6 +103,18 @@ export async function startMllpServer(options: { port: number; host: string; log
     const connection: MllpConnection = { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
     const decoder = new MllpDecoder(options.maxFrameBytes);
     let chain: Promise<unknown> = Promise.resolve();
+    let handling = 0;
+    const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    if (idleMs > 0) {
+      // 'timeout' fires after idleMs without reads or writes; a message still being processed
+      // (a slow database) is not idleness: its ACK is still owed.
+      socket.setTimeout(idleMs);
+      socket.on('timeout', () => {
+        if (handling > 0) return;
+        log.info({ ...connection, idleMs }, 'MLLP connection idle: closed');
+        socket.end();
+      });
+    }
     socket.on('data', (chunk: Buffer) => {
       let frames: Buffer[];
       try {
@@ -98,6 +126,7 @@ export async function startMllpServer(options: { port: number; host: string; log
       }
       for (const f of frames) {
         // Frames of one connection are handled strictly in order: ACKs go back in order.
+        handling++;
         const step = chain.then(async () => {
           if (socket.destroyed) return;
           try {
@@ -112,7 +141,10 @@ export async function startMllpServer(options: { port: number; host: string; log
           }
         });
         inFlight.add(step);
-        step.finally(() => inFlight.delete(step));
+        step.finally(() => {
+          handling--;
+          inFlight.delete(step);
+        });
         chain = step;
       }
     });

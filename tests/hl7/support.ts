@@ -28,12 +28,12 @@ export interface Hl7Env {
   close(): Promise<void>;
 }
 
-export async function startHl7Env(): Promise<Hl7Env> {
+export async function startHl7Env(options: { idleTimeoutMs?: number; jobs?: boolean } = {}): Promise<Hl7Env> {
   loadDefinitions();
   const database = await createTestDatabase();
   await migrate(database.connectionString);
   const db = createDb(database.connectionString, database.embedded ? 1 : 5, { namedStatements: !database.embedded });
-  const hl7 = await startHl7({ db, log, fhirBase: FHIR_BASE, port: 0, host: '127.0.0.1' });
+  const hl7 = await startHl7({ db, log, fhirBase: FHIR_BASE, port: 0, host: '127.0.0.1', idleTimeoutMs: options.idleTimeoutMs });
   return {
     db,
     database,
@@ -64,6 +64,12 @@ export class MllpClient {
         else this.frames.push(text);
       }
     });
+  }
+
+  /** Resolves when the server closed the connection. */
+  get closed(): Promise<void> {
+    if (this.socket.destroyed || this.socket.readableEnded) return Promise.resolve();
+    return new Promise((resolve) => this.socket.once('close', () => resolve()));
   }
 
   static async connect(port: number): Promise<MllpClient> {

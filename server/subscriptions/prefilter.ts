@@ -80,8 +80,9 @@ export function mayMatch(params: [string, string][], values: EventValues): boole
  * filter may match it rather than all N (1,000 subscriptions on Patient each filtering on one
  * family name: an event looks at the one or two that share a three-letter piece of its values).
  * A subscription is indexed by the first pre-checkable parameter of its first filter that has
- * one, under the first three letters of each value it wants: a wanted value contained in one
- * of the focus's values (what mayMatch needs) shares those three letters with it. Everything
+ * one, under one three-letter piece of each value it wants (the piece with the fewest
+ * subscriptions filed under it): a wanted value contained in one of the focus's values (what
+ * mayMatch needs) has every one of its pieces in that value too. Everything
  * else (no filter, no checkable parameter, a value shorter than three) is always a candidate.
  * Like mayMatch it only narrows: the full match still decides.
  */
@@ -105,7 +106,7 @@ export class FilterIndex {
       byCode.set(code, byGram);
       const keys: [string, string, string][] = [];
       for (const w of wanted) {
-        const gram = w.slice(0, 3);
+        const gram = this.pick(byGram, w);
         const ids = byGram.get(gram) ?? new Set<string>();
         ids.add(id);
         byGram.set(gram, ids);
@@ -115,6 +116,24 @@ export class FilterIndex {
       return;
     }
     this.always.add(id);
+  }
+
+  /**
+   * The trigram of w to file it under: the one whose bucket is smallest now, the later one on a
+   * tie (values that share a prefix, "SubBench000123", differ at the end), so buckets stay small.
+   */
+  private pick(byGram: Map<string, Set<string>>, w: string): string {
+    let best = w.slice(w.length - 3);
+    let size = byGram.get(best)?.size ?? 0;
+    for (let i = w.length - 4; i >= 0 && size > 0; i--) {
+      const gram = w.slice(i, i + 3);
+      const n = byGram.get(gram)?.size ?? 0;
+      if (n < size) {
+        best = gram;
+        size = n;
+      }
+    }
+    return best;
   }
 
   remove(id: string): void {

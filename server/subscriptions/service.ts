@@ -91,7 +91,6 @@ function topicNeedsPrevious(topic: Topic): boolean {
 /** An outbox event, the subscriptions it may concern, and whether its previous version is needed. */
 interface Work {
   event: ResourceEvent;
-  entries: Entry[];
   previous: boolean;
 }
 
@@ -119,6 +118,8 @@ export class SubscriptionService {
   private byType = new Map<string, Set<string>>();
   /** Subscriptions by what their filters want (prefilter.ts): an event meets only the few that may match. */
   private readonly filterIndex = new FilterIndex();
+  /** Per resource type: does some subscription's topic need the previous version? */
+  private readonly previousByType = new Map<string, boolean>();
   /** Parsed filter criteria ("Type?query" -> request, null when unparsable): parsed once, not per event. */
   private readonly parsedFilters = new Map<string, SearchRequest | null>();
   live: LivePush | undefined;
@@ -209,6 +210,7 @@ export class SubscriptionService {
     };
     this.subs.set(cfg.id, entry);
     this.filterIndex.add(cfg.id, cfg.filters);
+    this.previousByType.clear();
     for (const t of cfg.topic.triggers) {
       const set = this.byType.get(t.resource) ?? new Set();
       set.add(cfg.id);
@@ -220,6 +222,7 @@ export class SubscriptionService {
   private remove(id: string): void {
     if (!this.subs.delete(id)) return;
     this.filterIndex.remove(id);
+    this.previousByType.clear();
     for (const set of this.byType.values()) set.delete(id);
   }
 
@@ -361,7 +364,8 @@ export class SubscriptionService {
     // Match in memory; access answers are shared by subscriptions of one owner within the batch.
     const access = new Map<string, Promise<boolean>>();
     const matches: Match[] = [];
-    for (const { event: e, entries, previous } of work) {
+    const now = Date.now();
+    for (const { event: e, previous } of work) {
       const current = e.action !== 'delete' ? versions.get(versionKey(e.resourceType, e.resourceId, e.version)) : undefined;
       if (e.action !== 'delete' && !current) continue; // a version the history no longer has
       const prev = previous ? versions.get(versionKey(e.resourceType, e.resourceId, e.version - 1)) : undefined;
@@ -370,9 +374,15 @@ export class SubscriptionService {
       const values = new EventValues(focus); // the focus's search values, shared by all candidates
       const firing = new Map<Topic, boolean>(); // a topic fires or not once per event
       const contexts = new Map<Topic, string[]>();
-      const hits = this.filterIndex.candidates(focus.resourceType, values);
-      for (const entry of entries) {
-        if (!hits.has(entry.cfg.id)) continue;
+      const own = this.byType.get(e.resourceType);
+      const anyType = this.byType.get('*');
+      // Only the subscriptions whose filters may match (prefilter.ts), among those whose topic
+      // triggers on this type.
+      for (const id of this.filterIndex.candidates(focus.resourceType, values)) {
+        if (!own?.has(id) && !anyType?.has(id)) continue;
+        const entry = this.subs.get(id);
+        if (!entry || (entry.cfg.status !== 'active' && entry.cfg.status !== 'requested')) continue;
+        if (entry.cfg.end && entry.cfg.end < now) continue;
         const cfg = entry.cfg;
         let fires = firing.get(cfg.topic);
         if (fires === undefined) {
@@ -398,25 +408,31 @@ export class SubscriptionService {
     this.fanOut(numbered, payload);
   }
 
-  /** The events some subscription may care about, with their candidate subscriptions. */
+  /**
+   * The events some subscription may care about (its type has subscriptions), and whether the
+   * version before is needed (a delete, or a topic on that type that looks at %previous).
+   */
   private candidates(events: readonly ResourceEvent[]): Work[] {
-    const now = Date.now();
     const work: Work[] = [];
+    const anyType = this.byType.get('*');
     for (const e of events) {
-      const ids = [...(this.byType.get(e.resourceType) ?? []), ...(this.byType.get('*') ?? [])];
-      if (ids.length === 0) continue;
-      const entries: Entry[] = [];
-      for (const id of new Set(ids)) {
-        const entry = this.subs.get(id);
-        if (!entry || (entry.cfg.status !== 'active' && entry.cfg.status !== 'requested')) continue;
-        if (entry.cfg.end && entry.cfg.end < now) continue;
-        entries.push(entry);
-      }
-      if (entries.length === 0) continue;
-      const previous = e.version > 1 && (e.action === 'delete' || (e.action !== 'create' && entries.some((x) => topicNeedsPrevious(x.cfg.topic))));
-      work.push({ event: e, entries, previous });
+      const own = this.byType.get(e.resourceType);
+      if (!own?.size && !anyType?.size) continue;
+      const previous = e.version > 1 && (e.action === 'delete' || (e.action !== 'create' && this.typeNeedsPrevious(e.resourceType)));
+      work.push({ event: e, previous });
     }
     return work;
+  }
+
+  /** Some subscription on this type has a topic that looks at the previous version (cached until the registry changes). */
+  private typeNeedsPrevious(type: string): boolean {
+    let v = this.previousByType.get(type);
+    if (v === undefined) {
+      v = false;
+      for (const key of [type, '*']) for (const id of this.byType.get(key) ?? []) if (!v && topicNeedsPrevious(this.subs.get(id)!.cfg.topic)) v = true;
+      this.previousByType.set(type, v);
+    }
+    return v;
   }
 
   /** Drops additional-context references a restricted owner may not read (one query for the batch). */

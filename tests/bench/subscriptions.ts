@@ -17,6 +17,7 @@
 //   SUB_BENCH_ECHO=1    copy the server's stderr to this process's
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
+import { loadavg } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
 import { createTestDatabase } from '../support/db.ts';
@@ -77,6 +78,8 @@ async function startChild(databaseUrl: string): Promise<{ child: ChildProcess; f
   };
   delete env.BASE_URL;
   delete env.WARDLINK_TEST_HOLD_OUTBOX_MS;
+  // Its own Redis keys and channels: other runs on the same Redis never see its jobs or events.
+  env.WARDLINK_REDIS_PREFIX = process.env.WARDLINK_REDIS_PREFIX ?? `subbench-${process.pid}-${Date.now().toString(36)}`;
   if (REDIS) env.REDIS_URL = REDIS;
   else delete env.REDIS_URL;
   const child = spawn(process.execPath, [...(process.env.SUB_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SUB_BENCH_CPU_PROF}`] : []), 'server/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -136,6 +139,8 @@ async function waitActive(ids: string[], what: string): Promise<void> {
 
 const rows: [string, string][] = [];
 let exitCode = 0;
+const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+rows.push(['load average (1/5/15 min) at start', load()]);
 try {
   // ---------------------------------------------------------------- websocket latency
   let t0 = performance.now();
@@ -239,6 +244,7 @@ try {
   rows.push([`committed -> ws message p50 / p99 (${SUBS} subs)`, `${pct(fromCommit, 50).toFixed(1)} / ${pct(fromCommit, 99).toFixed(1)} ms  (max ${fromCommit.at(-1)?.toFixed(1)} ms)`]);
   rows.push(['request sent -> ws message p50 / p99', `${pct(fromSend, 50).toFixed(1)} / ${pct(fromSend, 99).toFixed(1)} ms`]);
   rows.push(['notifications received / missing / before response', `${notifications} / ${missing} / ${early}`]);
+  rows.push(['load average after the websocket phase', load()]);
   if (missing > 0) exitCode = 1;
   for (const ws of sockets) ws.close();
 
@@ -276,6 +282,7 @@ try {
   rows.push([`rest-hook: ${HOOKS} subs x ${HOOK_CHANGES} changes (1 event per POST)`, `${received} / ${expected} delivered in ${span.toFixed(1)} s`]);
   rows.push(['rest-hook deliveries/s', `${(received / span).toFixed(0)}/s (writes took ${((hookWritten - hookStart) / 1000).toFixed(1)} s)`]);
   if (received < expected) exitCode = 1;
+  rows.push(['load average after the rest-hook phase', load()]);
   await new Promise<void>((resolve) => receiver.close(() => resolve()));
 } catch (err) {
   console.error(err);

@@ -102,10 +102,33 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     await poll(() => card(stale, 'assigned', 'Anna Berg').locator('[role=alert]').count()).toBe(1);
     await shot(stale, 'board-refused');
 
+    // The detail view: request, timeline from Provenance, notes thread, attachments.
+    await assigned.locator('h3 a').click();
+    await poll(() => head.url()).toMatch(/\/app\/consults\/[\w-]+$/);
+    await poll(() => head.locator('[data-testid=timeline] li strong').allTextContents()).toEqual(['Requested', 'Assigned']);
+    expect(await head.locator('[data-testid=timeline] li').nth(1).textContent()).toContain('Hugo Heart');
+    await head.locator('#note-text').fill('ECG reviewed: sinus rhythm. Echo booked.');
+    await head.locator('form button[type=submit]').click();
+    await poll(() => head.locator('[data-testid=notes] li').allTextContents()).toEqual([expect.stringContaining('ECG reviewed: sinus rhythm. Echo booked.')]);
+    await poll(() => head.locator('[data-testid=detail-status]').textContent()).toBe('In progress');
+    await head.locator('#file').setInputFiles({ name: 'ecg-report.txt', mimeType: 'text/plain', buffer: Buffer.from('ECG 12-lead: normal') });
+    await poll(() => head.locator('[data-testid=attachments] .name').allTextContents()).toEqual([expect.stringContaining('ecg-report.txt')]);
+    const [download] = await Promise.all([head.waitForEvent('download'), head.locator('[data-testid=attachments] button', { hasText: 'Download' }).click()]);
+    expect(download.suggestedFilename()).toBe('ecg-report.txt');
+    const { readFile } = await import('node:fs/promises');
+    expect(await readFile((await download.path()) as string, 'utf8')).toBe('ECG 12-lead: normal');
+    await shot(head, 'consult-detail');
+    // The requesting doctor sees the note on the same request.
+    await doctor.locator('[data-testid=requests] a', { hasText: 'Anna Berg' }).click();
+    await poll(() => doctor.locator('[data-testid=notes] li').count()).toBe(1);
+    await head.goBack();
+    const active = card(head, 'inProgress', 'Anna Berg');
+    await poll(() => active.count()).toBe(1);
+
     // SLA: 120 minutes for urgent in Cardiology. 100 minutes on: amber. 121 minutes on: overdue.
     const due = Date.now() + 120 * 60_000;
     await head.clock.setSystemTime(due - 20 * 60_000);
-    await poll(() => assigned.getAttribute('data-sla')).toBe('amber');
+    await poll(() => active.getAttribute('data-sla')).toBe('amber');
     await head.clock.setSystemTime(due + 60_000);
     const overdue = card(head, 'overdue', 'Anna Berg');
     await poll(() => overdue.count()).toBe(1);

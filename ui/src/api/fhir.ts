@@ -64,7 +64,7 @@ export interface RequestOptions {
 
 /** A FHIR request relative to the base (`Task?status=...`) or an absolute URL on it. */
 export async function fhir<T = Resource>(path: string, options: RequestOptions = {}): Promise<T> {
-  const url = /^https?:/.test(path) ? path : `${FHIR_BASE}/${path.replace(/^\//, '')}`;
+  const url = /^https?:/.test(path) ? path : path ? `${FHIR_BASE}/${path.replace(/^\//, '')}` : FHIR_BASE;
   const send = async (): Promise<Response> => {
     const headers: Record<string, string> = { accept: 'application/fhir+json', authorization: `Bearer ${await session.accessToken()}`, ...options.headers };
     if (options.body !== undefined) headers['content-type'] ??= 'application/fhir+json';

@@ -17,6 +17,7 @@ import '../screens/home.ts';
 import '../screens/board.ts';
 import '../screens/new-consult.ts';
 import '../screens/my-requests.ts';
+import '../screens/consult-detail.ts';
 
 type Phase = 'starting' | 'signed-out' | 'callback' | 'ready' | 'failed';
 
@@ -31,6 +32,7 @@ const ROUTES: Route[] = [
   { pattern: '/board', roles: STAFF, render: (_p, profile) => html`<wl-board .profile=${profile}></wl-board>` },
   { pattern: '/board/:dept', roles: STAFF, render: (p, profile) => html`<wl-board .profile=${profile} .dept=${`Organization/${p.dept}`}></wl-board>` },
   { pattern: '/consults/new', roles: REQUESTERS, render: (_p, profile) => html`<wl-new-consult .profile=${profile}></wl-new-consult>` },
+  { pattern: '/consults/:id', roles: STAFF, render: (p, profile) => html`<wl-consult-detail .profile=${profile} .taskId=${p.id}></wl-consult-detail>` },
   { pattern: '/requests', roles: REQUESTERS, render: (_p, profile) => html`<wl-my-requests .profile=${profile}></wl-my-requests>` },
 ];
 

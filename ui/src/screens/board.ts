@@ -8,7 +8,7 @@ import { repeat } from 'lit/directives/repeat.js';
 import { FhirError, operation, type Resource } from '../api/fhir.ts';
 import { live, type ChangeDetail } from '../api/live.ts';
 import { i18nEvents, duration, t, time, type MessageKey } from '../i18n/index.ts';
-import { navigate } from '../router.ts';
+import { href, navigate } from '../router.ts';
 import { base } from '../styles.ts';
 import { allDepartments, isHeadOf, isMemberOf, type Department, type Profile } from '../user.ts';
 import { byUrgency, columnOf, COLUMNS, loadConsults, loadStaff, slaLevel, toConsult, type Column, type Consult, type Person } from '../board/model.ts';
@@ -77,6 +77,7 @@ export class WlBoard extends LitElement {
       article { background: var(--wl-card); border-radius: 8px; padding: 0.6rem 0.7rem; border-left: 6px solid var(--wl-ok); box-shadow: 0 1px 2px #0002; }
       article.amber { border-left-color: #d08a00; }
       article.red { border-left-color: var(--wl-red); }
+      article h3 a { color: var(--wl-fg); }
       article h3 { font-size: 1rem; margin: 0; display: flex; gap: 0.5rem; justify-content: space-between; align-items: baseline; }
       .prio { font-size: 0.75rem; font-weight: 700; padding: 0.05rem 0.4rem; border-radius: 4px; background: #e6e9ed; color: var(--wl-fg); white-space: nowrap; }
       .prio.stat, .prio.asap { background: var(--wl-red); color: #fff; }
@@ -336,7 +337,7 @@ export class WlBoard extends LitElement {
     const assigned = c.owner && c.owner !== this.dept && c.owner !== c.department;
     return html`<li>
       <article class=${level} aria-labelledby=${`c-${c.id}`} data-task=${c.id} data-sla=${level}>
-        <h3><span id=${`c-${c.id}`}>${c.patientName || t('common.unknown')}</span><span class=${`prio ${c.priority}`}>${t(`priority.${c.priority}` as MessageKey)}</span></h3>
+        <h3><a id=${`c-${c.id}`} href=${href(`/consults/${c.id}`)}>${c.patientName || t('common.unknown')}</a><span class=${`prio ${c.priority}`}>${t(`priority.${c.priority}` as MessageKey)}</span></h3>
         ${c.seed === 'ESCALATED' ? html`<span class="esc">${t('card.escalated')}</span>` : nothing}
         <p class=${`sla ${level}`} data-testid="sla" title=${c.due ? t('card.due', { time: time(new Date(c.due).toISOString()) }) : ''}>${sla}</p>
         <dl>

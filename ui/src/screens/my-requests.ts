@@ -7,6 +7,7 @@ import { live, type ChangeDetail } from '../api/live.ts';
 import { consultsOf, REQUEST_CATEGORY, slaLevel, type Consult } from '../board/model.ts';
 import { dateTime, duration, i18nEvents, t, type MessageKey } from '../i18n/index.ts';
 import { base } from '../styles.ts';
+import { href } from '../router.ts';
 import type { Profile } from '../user.ts';
 
 const OPEN = new Set(['requested', 'received', 'accepted', 'in-progress']);
@@ -123,7 +124,7 @@ export class WlMyRequests extends LitElement {
     const level = open ? slaLevel(c, this.now) : 'ok';
     const owner = c.owner && c.owner !== c.department ? c.ownerName || c.owner : '—';
     return html`<tr data-task=${c.id}>
-      <td data-label=${t('card.patient')}>${c.patientName}<br /><span class="muted">${dateTime(c.authoredOn)}</span></td>
+      <td data-label=${t('card.patient')}><a href=${href(`/consults/${c.id}`)}>${c.patientName}</a><br /><span class="muted">${dateTime(c.authoredOn)}</span></td>
       <td data-label=${t('consult.department')}>${c.departmentName || c.department}</td>
       <td data-label=${t('consult.priority')}>${t(`priority.${c.priority}` as MessageKey)}</td>
       <td data-label=${t('card.reason')}>${c.reason}</td>

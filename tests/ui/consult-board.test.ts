@@ -65,6 +65,8 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     for (const part of ['Urgent', 'Chest pain, troponin up', 'Nadia Neuro']) expect(text).toContain(part);
     expect(await incoming.locator('[data-testid=sla]').textContent()).toMatch(/^(1\s?hr 5\d\s?min|2\s?hr) left$/);
     expect(await incoming.getAttribute('data-sla')).toBe('ok');
+    // The head of department is notified too.
+    await poll(() => head.locator('[data-testid=unread]').textContent()).toBe('1');
     await shot(head, 'board-incoming');
 
     // A second tab of the head, with live events held back: it will act on a stale card.
@@ -90,9 +92,17 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     await poll(() => assigned.locator('[data-testid=owner]').textContent()).toBe('Carla Cardio');
     expect(await card(head, 'incoming', 'Anna Berg').count()).toBe(0);
 
-    // The doctor's list changes without a reload.
+    // The doctor's list changes without a reload, and the bell counts the notification.
     await poll(() => doctor.locator('[data-testid=status]').allTextContents()).toEqual(['Assigned']);
     await shot(doctor, 'my-requests');
+    await poll(() => doctor.locator('[data-testid=unread]').textContent()).toBe('1');
+    await doctor.locator('[data-testid=bell]').click();
+    await poll(() => doctor.locator('[data-notification]').allTextContents()).toEqual([expect.stringContaining('Assigned — Anna Berg')]);
+    await shot(doctor, 'notifications');
+    // Opening it goes to the consult and marks it read.
+    await doctor.locator('[data-notification] button.what').click();
+    await poll(() => doctor.url()).toMatch(/\/app\/consults\/[\w-]+$/);
+    await poll(() => doctor.locator('[data-testid=unread]').count()).toBe(0);
 
     // The stale tab still shows it as incoming; accepting it now is refused by the server, in its words.
     const staleCard = card(stale, 'incoming', 'Anna Berg');
@@ -118,9 +128,9 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     const { readFile } = await import('node:fs/promises');
     expect(await readFile((await download.path()) as string, 'utf8')).toBe('ECG 12-lead: normal');
     await shot(head, 'consult-detail');
-    // The requesting doctor sees the note on the same request.
-    await doctor.locator('[data-testid=requests] a', { hasText: 'Anna Berg' }).click();
+    // The requesting doctor, on the same consult, sees the note arrive (and its notification).
     await poll(() => doctor.locator('[data-testid=notes] li').count()).toBe(1);
+    await poll(() => doctor.locator('[data-testid=unread]').textContent()).toBe('1');
     await head.goBack();
     const active = card(head, 'inProgress', 'Anna Berg');
     await poll(() => active.count()).toBe(1);

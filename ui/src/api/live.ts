@@ -1,5 +1,6 @@
 // Live updates over the server's websocket subscription channel (Subscriptions Backport): one
-// Subscription per signed-in tab on the resource-change topic, filtered to Task, created with
+// Subscription per signed-in tab on the resource-change topic, filtered to Task and
+// Communication (board, requests, notes, notification bell), created with
 // the user's own token (so it only ever carries what the user may read). The socket binds with
 // a token from $get-ws-binding-token, rebinds before that token expires, reconnects with
 // backoff, and after a reconnect tells the screens to reload (events may have been missed).
@@ -29,9 +30,9 @@ function subscriptionBody(): Resource {
     resourceType: 'Subscription',
     meta: { profile: [`${BP}backport-subscription`] } as Resource['meta'],
     status: 'requested',
-    reason: 'Wardlink web app: live board',
+    reason: 'Wardlink web app: live updates',
     criteria: TOPIC,
-    _criteria: { extension: [{ url: `${BP}backport-filter-criteria`, valueString: 'Task' }] },
+    _criteria: { extension: [{ url: `${BP}backport-filter-criteria`, valueString: 'Resource?_type=Task,Communication' }] },
     channel: {
       type: 'websocket',
       payload: 'application/fhir+json',

@@ -13,6 +13,7 @@ import { prefetchConsults } from '../board/model.ts';
 import { base } from '../styles.ts';
 import { NAV, REQUESTERS, STAFF, allowed } from '../nav.ts';
 import './idle-dialog.ts';
+import './bell.ts';
 import '../screens/home.ts';
 import '../screens/board.ts';
 import '../screens/new-consult.ts';
@@ -213,6 +214,7 @@ export class WlApp extends LitElement {
           </ul>
         </nav>
         <div class="tools">
+          ${profile.fhirUser.startsWith('Practitioner/') ? html`<wl-bell .me=${profile.fhirUser}></wl-bell>` : nothing}
           <span class="who" data-testid="who">${profile.name} · ${t(`role.${profile.role ?? 'unknown'}` as MessageKey)}</span>
           ${this.languageSwitch()}
           <button id="sign-out" @click=${() => this.signOut()}>${t('auth.signOut')}</button>

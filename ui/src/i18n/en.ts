@@ -163,6 +163,13 @@ export const en = {
   'event.completed': 'Completed',
   'event.cancelled': 'Cancelled',
   'event.reprioritized': 'Priority changed',
+  'bell.label': 'Notifications',
+  'bell.labelUnread': 'Notifications, {count} unread',
+  'bell.title': 'Notifications',
+  'bell.markAll': 'Mark all read',
+  'bell.markRead': 'Mark read',
+  'bell.unread': '(unread)',
+  'bell.empty': 'No notifications. You will be told here when a request concerns you.',
 } as const;
 
 export type MessageKey = keyof typeof en;

@@ -167,4 +167,12 @@ export const fr: Catalogue = {
   'event.completed': 'Terminé',
   'event.cancelled': 'Annulé',
   'event.reprioritized': 'Priorité modifiée',
+
+  'bell.label': 'Notifications',
+  'bell.labelUnread': 'Notifications, {count} non lues',
+  'bell.title': 'Notifications',
+  'bell.markAll': 'Tout marquer comme lu',
+  'bell.markRead': 'Marquer comme lu',
+  'bell.unread': '(non lue)',
+  'bell.empty': 'Aucune notification. Vous serez prévenu ici quand une demande vous concerne.',
 };

@@ -47,7 +47,11 @@ function reencode(field: Field | undefined): string {
     .join(STANDARD_DELIMITERS.component);
 }
 
-export function buildAck(target: AckTarget, code: AckCode, errors: AckError[] = [], receiver = DEFAULT_RECEIVER): string {
+/**
+ * The ACK of a message. ackTypes sets MSH-15 / MSH-16 of the ACK itself: an application ACK
+ * sent as its own message in enhanced mode asks for a commit ACK back (AL / NE).
+ */
+export function buildAck(target: AckTarget, code: AckCode, errors: AckError[] = [], receiver = DEFAULT_RECEIVER, ackTypes?: { accept: string; application: string }): string {
   const { msh } = target;
   const version = target.version && /^2\.\d(\.\d)?$/.test(target.version) ? target.version : '2.5.1';
   const modern = !/^2\.(1|2|3|3\.1|4)$/.test(version);
@@ -71,6 +75,7 @@ export function buildAck(target: AckTarget, code: AckCode, errors: AckError[] = 
     processingId,
     version,
   ];
+  if (ackTypes) fields.push('', '', ackTypes.accept, ackTypes.application);
   const segments = [fields.join(d.field)];
   const firstText = errors[0]?.text;
   // MSA-3 (text message) was deprecated in 2.4 and withdrawn later: send it only to older versions.

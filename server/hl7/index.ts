@@ -8,6 +8,7 @@ import { recoverUnfinished, type InboundDeps } from './inbound/process.ts';
 import { startListener } from './listener.ts';
 import type { MllpServer } from './mllp.ts';
 import { outboundListener, startOutboundWorker } from './outbound/queue.ts';
+import { statusUpdateListener } from './outbound/reply.ts';
 
 export { createHl7Router } from './http.ts';
 export type { InboundDeps } from './inbound/process.ts';
@@ -41,7 +42,13 @@ export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
   if (deps.jobs && deps.outbox) {
     const outbound = { db: deps.db, jobs: deps.jobs, log: inbound.log, fhirBase: deps.fhirBase };
     startOutboundWorker(outbound);
-    unsubscribe = deps.outbox.onResourceEvent(outboundListener(outbound));
+    const offOutbound = deps.outbox.onResourceEvent(outboundListener(outbound));
+    const offStatus = deps.outbox.onResourceEvent(statusUpdateListener(outbound));
+    unsubscribe = () => {
+      offOutbound();
+      offStatus();
+    };
+    inbound.outbound = outbound;
   }
   const server: MllpServer | undefined = deps.listen === false ? undefined : await startListener(inbound, { port: deps.port, host: deps.host, idleTimeoutMs: deps.idleTimeoutMs });
   // Messages stored by a process that died before finishing them are processed now.

@@ -184,6 +184,11 @@ export async function recordOutcome(db: Queryable, id: string, o: Outcome): Prom
   );
 }
 
+/** Appends a note to a stored message (what happened after its outcome, e.g. the application ACK). */
+export async function addNote(db: Queryable, id: string, note: string): Promise<void> {
+  await db.query(`UPDATE hl7_message SET notes = COALESCE(notes, '[]'::jsonb) || jsonb_build_array($2::text) WHERE id = $1`, [id, note]);
+}
+
 /** Sets the ACK sent on the connection (enhanced mode: the commit ACK). */
 export async function recordAck(db: Queryable, id: string, ackCode: string, ack: string): Promise<void> {
   await db.query('UPDATE hl7_message SET ack_code = COALESCE(ack_code, $2), ack = $3 WHERE id = $1', [id, ackCode, ack]);

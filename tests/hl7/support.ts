@@ -11,6 +11,8 @@ import { findMatches } from '../../server/fhir/search/search.ts';
 import { startHl7, type RunningHl7 } from '../../server/hl7/index.ts';
 import type { InboundDeps } from '../../server/hl7/inbound/process.ts';
 import { MllpDecoder, frame } from '../../server/hl7/mllp.ts';
+import { createInProcessQueue } from '../../server/jobs/inprocess.ts';
+import { createOutboxRelay } from '../../server/jobs/outbox-relay.ts';
 import { createLogger } from '../../server/logger.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { corpusDir } from '../support/fhir.ts';
@@ -33,7 +35,12 @@ export async function startHl7Env(options: { idleTimeoutMs?: number; jobs?: bool
   const database = await createTestDatabase();
   await migrate(database.connectionString);
   const db = createDb(database.connectionString, database.embedded ? 1 : 5, { namedStatements: !database.embedded });
-  const hl7 = await startHl7({ db, log, fhirBase: FHIR_BASE, port: 0, host: '127.0.0.1', idleTimeoutMs: options.idleTimeoutMs });
+  // With jobs: the real in-process job queue and outbox relay, so outbound messages (application
+  // ACKs, OSU^O51, REF^I12) flow from resource events as in the server.
+  const jobs = options.jobs ? createInProcessQueue({ db, log, pollMs: 50 }) : undefined;
+  const outbox = options.jobs ? createOutboxRelay({ db, log, pollMs: 50 }) : undefined;
+  const hl7 = await startHl7({ db, log, fhirBase: FHIR_BASE, port: 0, host: '127.0.0.1', idleTimeoutMs: options.idleTimeoutMs, jobs, outbox });
+  outbox?.start();
   return {
     db,
     database,
@@ -42,6 +49,8 @@ export async function startHl7Env(options: { idleTimeoutMs?: number; jobs?: bool
     repo: new Repository(db, { baseUrl: FHIR_BASE }, db),
     async close() {
       await hl7.stop();
+      await outbox?.stop();
+      await jobs?.close();
       await db.close();
       await database.drop();
     },

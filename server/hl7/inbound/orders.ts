@@ -2,7 +2,8 @@
 // Observation, after the v2-to-FHIR ORC/OBR/OBX segment maps. Orders are upserted by placer
 // order number (else filler); results by filler order number + OBX-3 + OBX-4 sub-id, so a
 // corrected result (OBX-11 C) replaces the preliminary one.
-import type { Annotation, DiagnosticReport, Identifier, Observation, Quantity, Reference, ServiceRequest } from '@medplum/fhirtypes';
+import type { Annotation, DiagnosticReport, Identifier, Observation, Quantity, Reference, ServiceRequest, Task } from '@medplum/fhirtypes';
+import { STATUS_RECIPIENT_TAG } from '../outbound/reply.ts';
 import { toFhirDateTime, toFhirInstant } from '../datetime.ts';
 import { ErrorCode, V2Error, type Segment } from '../message.ts';
 import { derivedKey, keyText, missingField, required, type MapContext } from './context.ts';
@@ -88,8 +89,35 @@ export function mapOrder(ctx: MapContext): void {
       note: [...notesAfter(ctx, orc), ...(obr ? notesAfter(ctx, obr) : [])],
     } as ServiceRequest);
     const key = { system: keyId.system, value: keyId.value };
-    ctx.plan.upsert(withIdentifier(sr, key), key);
+    const srRef = ctx.plan.upsert(withIdentifier(sr, key), key);
+    if (ctx.message.messageCode === 'OMG' && control === 'NW') referralTask(ctx, sr, srRef, key);
   }
+}
+
+/**
+ * A new OMG^O19 order is a referral request from a closed-loop (360X-style) partner: it gets a
+ * Task of the referral workflow, created once (a resent order does not reset a Task the
+ * receiving side has since accepted or declined). The tag names who sent it: each change of
+ * the Task's status goes back to that sender as OSU^O51 (outbound/queue.ts).
+ */
+function referralTask(ctx: MapContext, sr: ServiceRequest, srRef: string, key: Identifier): void {
+  const task: Task = clean({
+    resourceType: 'Task',
+    meta: { tag: [{ system: STATUS_RECIPIENT_TAG, code: ctx.sender, display: 'HL7 v2 order status updates (OSU^O51) go to this sender' }] },
+    identifier: sr.identifier,
+    status: 'requested',
+    intent: 'order',
+    priority: sr.priority,
+    code: { coding: [{ system: 'http://hl7.org/fhir/CodeSystem/task-code', code: 'fulfill', display: 'Fulfill the focal request' }] },
+    focus: { reference: srRef },
+    for: { reference: ctx.patientRef as string },
+    encounter: ctx.encounterRef ? { reference: ctx.encounterRef } : undefined,
+    authoredOn: sr.authoredOn,
+    requester: sr.requester,
+    reasonCode: sr.reasonCode?.[0],
+    note: sr.note,
+  } as Task);
+  ctx.plan.ensure(task, key);
 }
 
 const RESULT_STATUS: Record<string, Observation['status']> = {

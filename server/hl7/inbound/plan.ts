@@ -15,6 +15,8 @@ export interface PlannedEntry {
   criteria?: string;
   /** The business identifier an upsert matches on. */
   key?: Identifier;
+  /** Created when missing, never updated (ensure): state other actors own after creation. */
+  createOnly?: boolean;
 }
 
 /** A merge (ADT^A40) to apply after the bundle: the survivor is the bundle entry `survivor`. */
@@ -55,6 +57,19 @@ export class MessagePlan {
     return fullUrl;
   }
 
+  /**
+   * Adds a resource created only if none holds key yet (a conditional create): for resources
+   * whose later state belongs to someone else, like the Task of a received referral order,
+   * which a resent order must not reset. Returns the entry's fullUrl.
+   */
+  ensure<T extends Resource>(resource: T, key: Identifier): string {
+    const fullUrl = this.upsert(resource, key);
+    const entry = this.entries.find((e) => e.entry.fullUrl === fullUrl) as PlannedEntry;
+    entry.createOnly = true;
+    entry.clockKey = undefined;
+    return fullUrl;
+  }
+
   /** Adds a plain create (nothing to match it on). */
   create<T extends Resource>(resource: T): string {
     const fullUrl = `urn:uuid:${randomUUID()}`;
@@ -68,7 +83,7 @@ export class MessagePlan {
       resourceType: 'Bundle',
       type: 'transaction',
       entry: this.entries.map((p) => {
-        if (p.clockKey && stale.has(p.clockKey)) {
+        if (p.createOnly || (p.clockKey && stale.has(p.clockKey))) {
           // Older than what we have: only create it if it does not exist yet (references resolve).
           return { ...p.entry, request: { method: 'POST', url: p.entry.resource?.resourceType as string, ifNoneExist: p.criteria } };
         }

@@ -26,9 +26,13 @@ import { checkHeader, mapMessage } from './map.ts';
 import { applyMerge } from './merge.ts';
 import type { MessagePlan } from './plan.ts';
 import { batchable, writePlanBatched, writePlanViaEngine } from './write.ts';
+import type { OutboundDeps } from '../outbound/queue.ts';
+import { sendApplicationAck } from '../outbound/reply.ts';
 
 export interface InboundDeps {
   db: Db;
+  /** Enhanced mode: application ACKs go back to the sender's configured Endpoint through this. */
+  outbound?: OutboundDeps;
   /** Public FHIR base (for fullUrls in transaction responses). */
   fhirBase: string;
   log: Logger;
@@ -43,6 +47,8 @@ export interface InboundResult {
   status: store.MessageStatus;
   resources?: string[];
   errors?: AckError[];
+  /** Enhanced mode: the application ACK (AA / AE), sent to the sender's endpoint per MSH-16. */
+  appAck?: string;
   /** Enhanced mode: processing continues after the commit ACK; wait for it before the next message. */
   processing?: Promise<InboundResult>;
 }
@@ -131,7 +137,10 @@ export async function receive(deps: InboundDeps, raw: Buffer, via: 'mllp' | 'htt
   if (stored.duplicate && stored.duplicate.status !== 'received') return replay(stored.duplicate);
   const commit = buildAck(target, 'CA');
   await store.recordAck(deps.db, stored.id, 'CA', commit);
-  const processing = processStored(deps, stored.id, msg, mode);
+  const processing = processStored(deps, stored.id, msg, mode).then(async (result) => {
+    await returnApplicationAck(deps, result, sender, mode);
+    return result;
+  });
   processing.catch(() => {});
   return { ack: wanted(mode.accept, true) ? commit : undefined, ackCode: 'CA', messageId: stored.id, status: 'received', processing };
 }
@@ -211,6 +220,28 @@ function claimOf(plan: MessagePlan): store.Claim {
   return { lockKeys: plan.lockKeys, clockKeys: plan.clockKeys, eventMs: plan.eventTime };
 }
 
+/** Enhanced mode, after processing: the application ACK to the sender, as MSH-16 asks. */
+async function returnApplicationAck(deps: InboundDeps, result: InboundResult, sender: string, mode: AckMode): Promise<void> {
+  if (!result.appAck || !result.messageId || result.duplicate) return;
+  if (!wanted(mode.application, result.ackCode === 'AA')) return;
+  if (!deps.outbound) return;
+  try {
+    const endpoints = await sendApplicationAck(deps.outbound, result.messageId, sender, result.appAck);
+    await store.addNote(
+      deps.db,
+      result.messageId,
+      endpoints.length
+        ? `Application ACK ${result.ackCode} queued for ${endpoints.join(', ')}`
+        : `No MLLP Endpoint is configured for sender ${sender}: the application ACK is kept in the store (app_ack) only`,
+    );
+  } catch (err) {
+    deps.log.error({ err, messageId: result.messageId }, 'could not queue the HL7 v2 application ACK');
+  }
+}
+
+/** MSH-15 / MSH-16 of an application ACK we send: commit ACK wanted back, no application ACK. */
+const APP_ACK_TYPES = { accept: 'AL', application: 'NE' };
+
 function replay(m: store.StoredMessage): InboundResult {
   return {
     ack: m.ack ?? undefined,
@@ -240,7 +271,7 @@ async function processIn(deps: InboundDeps, client: Queryable, id: string, messa
     const plan = mapMessage(message);
     const written = await writePlan(deps, client, plan, id);
     await client.query('RELEASE SAVEPOINT hl7_message');
-    const ack = buildAck(target, 'AA');
+    const ack = buildAck(target, 'AA', [], undefined, mode.enhanced ? APP_ACK_TYPES : undefined);
     await store.recordOutcome(client, id, {
       status: 'processed',
       ackCode: 'AA',
@@ -249,13 +280,13 @@ async function processIn(deps: InboundDeps, client: Queryable, id: string, messa
       notes: plan.notes,
       resources: written,
     });
-    return { ack: mode.enhanced ? undefined : ack, ackCode: 'AA', messageId: id, status: 'processed', resources: written };
+    return { ack: mode.enhanced ? undefined : ack, appAck: mode.enhanced ? ack : undefined, ackCode: 'AA', messageId: id, status: 'processed', resources: written };
   } catch (e) {
     // If the database itself failed, this throws too: no ACK, the sender resends.
     await client.query('ROLLBACK TO SAVEPOINT hl7_message');
     const errors = [classify(e)];
     logRefusal(deps, e, errors[0], id);
-    const ack = buildAck(target, 'AE', errors);
+    const ack = buildAck(target, 'AE', errors, undefined, mode.enhanced ? APP_ACK_TYPES : undefined);
     await store.recordOutcome(client, id, {
       status: 'error',
       ackCode: 'AE',
@@ -264,7 +295,7 @@ async function processIn(deps: InboundDeps, client: Queryable, id: string, messa
       errors,
       resources: [],
     });
-    return { ack: mode.enhanced ? undefined : ack, ackCode: 'AE', messageId: id, status: 'error', errors };
+    return { ack: mode.enhanced ? undefined : ack, appAck: mode.enhanced ? ack : undefined, ackCode: 'AE', messageId: id, status: 'error', errors };
   }
 }
 

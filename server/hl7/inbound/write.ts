@@ -31,8 +31,8 @@ export async function writePlanBatched(repo: Repository, plan: MessagePlan, stal
       throw multipleMatches(`${type}?${decodeURIComponent(p.criteria ?? '')} matched more than one ${type}; the message cannot say which to update`);
     }
     const match = found[0];
-    if (match && p.clockKey && stale.has(p.clockKey)) {
-      // Older than what is stored: keep the stored resource (it only needed to exist).
+    if (match && (p.createOnly || (p.clockKey && stale.has(p.clockKey)))) {
+      // Create-only, or older than what is stored: keep the stored resource (it only needed to exist).
       locations[index] = `${type}/${match.id}/_history/${match.version}`;
     } else {
       resource.id = match?.id ?? randomUUID();

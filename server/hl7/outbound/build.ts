@@ -98,6 +98,51 @@ function codingSystemName(system: string | undefined): string {
   return v2 ? `HL7${v2[1]}` : '';
 }
 
+/**
+ * Task.status -> ORC-5 order status (table 0038) of an OSU^O51. The exact Task status also goes
+ * in ORC-16 (order control code reason) as a FHIR task-status code, since 0038 cannot tell
+ * accepted from in-progress, or rejected from cancelled.
+ */
+const ORDER_STATUS_0038: Record<string, string> = {
+  draft: 'SC',
+  requested: 'SC',
+  received: 'SC',
+  accepted: 'IP',
+  ready: 'IP',
+  'in-progress': 'IP',
+  'on-hold': 'HD',
+  completed: 'CM',
+  cancelled: 'CA',
+  rejected: 'CA',
+  failed: 'ER',
+  'entered-in-error': 'ER',
+};
+
+/** OSU^O51 (order status update) for a referral Task created by an OMG^O19 order. */
+export function osuO51(task: Task, sr: ServiceRequest | undefined, patient: Patient | undefined, sender: Party, receiver: Party): { text: string; controlId: string } {
+  const controlId = newControlId();
+  const placer = sr?.identifier?.find((i) => i.type?.coding?.[0]?.code === 'PLAC') ?? sr?.identifier?.[0] ?? task.identifier?.[0];
+  const filler = task.id ?? '';
+  const orc = ['ORC', 'SC', ei(placer), `${e(filler)}^${e(sender.application)}`, '', ORDER_STATUS_0038[task.status] ?? 'IP', '', '', '', fromFhirDateTime(task.lastModified) || nowDtm()];
+  while (orc.length < 17) orc.push('');
+  orc[16] = `${e(task.status)}^${e(task.status)}^HL7FHIRTASKSTATUS`;
+  const segments = [header('OSU^O51^OSU_O51', sender, receiver, controlId)];
+  if (patient) segments.push(pid(patient));
+  segments.push(orc.join('|'));
+  const reason = task.statusReason?.text ?? task.statusReason?.coding?.[0]?.display;
+  const business = task.businessStatus?.text ?? task.businessStatus?.coding?.[0]?.display;
+  if (reason) segments.push(`NTE|1||${e(reason)}`);
+  if (business) segments.push(`NTE|${reason ? 2 : 1}||${e(business)}`);
+  return { text: segments.join('\r'), controlId };
+}
+
+/** EI (entity identifier): value^namespace^universal id^type, from an Identifier. */
+function ei(id: Identifier | undefined): string {
+  if (!id?.value) return '';
+  const oid = id.system?.startsWith('urn:oid:') ? id.system.slice(8) : undefined;
+  return oid ? `${e(id.value)}^^${oid}^ISO` : `${e(id.value)}^${e(id.system)}`;
+}
+
 const APPOINTMENT_STATUS: Record<string, string> = { booked: 'Booked', pending: 'Pending', waitlist: 'Waitlist', 'checked-in': 'Started', arrived: 'Arrived', fulfilled: 'Complete', cancelled: 'Cancelled', noshow: 'Noshow' };
 
 /** SIU^S12 from a booked Appointment. */

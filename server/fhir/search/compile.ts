@@ -6,6 +6,7 @@ import { getSearchParameters } from '@medplum/core';
 import type { SearchParameter } from '@medplum/fhirtypes';
 import { isResourceType } from '../definitions.ts';
 import { expandValueSet, subsumption } from '../terminology.ts';
+import { parseFilter, type FilterNode, type FilterOp } from './filter.ts';
 import { IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, findPair, isServedParam, parseReference } from './index-rows.ts';
 import { normalizeString } from './normalize.ts';
 import {
@@ -175,6 +176,10 @@ export class Compiler {
     if (code === '_lastUpdated') return this.lastUpdated(alias, name, modifier, value);
     if (code === '_text' || code === '_content') return this.fullText(alias, name, code, modifier, value);
     if (code === '_list') return this.list(type, alias, name, modifier, value);
+    if (code === '_filter') {
+      this.noModifier(name, modifier);
+      return this.filter(type, alias, value, depth);
+    }
     const sp = paramDef(type, code);
     if (!sp) throw new ParamError(name, `Unknown search parameter "${code}" for ${type}`);
     if (modifier === 'missing') return this.missing(type, alias, name, sp, value);
@@ -306,6 +311,84 @@ export class Compiler {
       });
     }
     return condition;
+  }
+
+  // ------------------------------------------------------------------ _filter
+
+  /** Set while a _filter is compiled: its string eq / ew use modes no URL modifier reaches. */
+  private inFilter = 0;
+
+  /** _filter: each comparison compiled as the parameter it names, the logic around them. */
+  private filter(type: string, alias: string, value: string, depth: number): string {
+    const tree = parseFilter(value);
+    const walk = (n: FilterNode): string => {
+      switch (n.kind) {
+        case 'and':
+          return `(${walk(n.left)} AND ${walk(n.right)})`;
+        case 'or':
+          return `(${walk(n.left)} OR ${walk(n.right)})`;
+        case 'not':
+          return `NOT (${walk(n.expr)})`;
+        case 'cmp':
+          return this.filterComparison(type, alias, n.path, n.op, n.value, depth);
+      }
+    };
+    this.inFilter++;
+    try {
+      // In parentheses: one condition about the row as a whole (never an index driver).
+      return `(${walk(tree)})`;
+    } finally {
+      this.inFilter--;
+    }
+  }
+
+  private filterComparison(type: string, alias: string, path: string, op: FilterOp, raw: string, depth: number): string {
+    const kind = pathKind(type, path);
+    if (!kind) throw new ParamError('_filter', `Unknown search parameter "${path}" for ${type} in _filter`);
+    if (op === 'pr') {
+      if (raw !== 'true' && raw !== 'false') throw new ParamError('_filter', `pr takes true or false, not "${raw}"`);
+      return this.param(type, alias, `${path}:missing`, raw === 'true' ? 'false' : 'true', depth);
+    }
+    // The value is literal: escape what the parameter syntax would split on (',', '$', and '|'
+    // where a | is no separator).
+    const piped = kind === 'token' || kind === 'reference' || kind === 'quantity';
+    const v = raw.replace(piped ? /[\\,$]/g : /[\\,$|]/g, '\\$&');
+    const p = (modifier?: string, val = v) => this.param(type, alias, modifier ? `${path}:${modifier}` : path, val, depth);
+    const bad = () => new ParamError('_filter', `_filter operator "${op}" cannot be used with ${kind} parameter ${path}`);
+    switch (kind) {
+      case 'date':
+      case 'number':
+      case 'quantity':
+      case '_lastUpdated':
+        if (op === 'co' || op === 'sw' || op === 'ew') throw bad();
+        return p(undefined, op + v);
+      case 'string':
+        switch (op) {
+          case 'eq':
+            return p('x-eq');
+          case 'ne':
+            return `NOT ${p('x-eq')}`;
+          case 'sw':
+            return p();
+          case 'co':
+            return p('contains');
+          case 'ew':
+            return p('x-ew');
+          default:
+            throw bad();
+        }
+      case 'uri':
+        if (op === 'sw') return p('below');
+      // falls through: eq / ne as for tokens
+      case 'token':
+      case 'reference':
+      case '_id':
+        if (op === 'eq') return p();
+        if (op === 'ne') return `NOT ${p()}`;
+        throw bad();
+      default:
+        throw new ParamError('_filter', `${kind} parameter ${path} cannot be used in _filter`);
+    }
   }
 
   // ------------------------------------------------------------------ date
@@ -498,6 +581,14 @@ export class Compiler {
       case 'exact':
         return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
           `${x}.exact = ${this.sql.bind(unescapeValue(v))}`));
+      // _filter's string eq / ew (whole value / end, case- and accent-insensitive)
+      case 'x-eq':
+      case 'x-ew':
+        if (!this.inFilter) throw new ParamError(name, `Modifier ":${modifier}" is not supported on string parameter ${code}`);
+        return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) => {
+          const n = normalizeString(unescapeValue(v));
+          return modifier === 'x-eq' ? `${x}.value = ${this.sql.bind(n)}` : `${x}.value LIKE ${this.sql.bind('%' + likeEscape(n))}`;
+        }));
       case 'contains':
       case 'text':
         return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
@@ -728,6 +819,36 @@ export class Compiler {
     }
     return condition;
   }
+}
+
+/**
+ * The kind of the parameter a _filter path names ("name", "subject:Patient.name",
+ * "patient.general-practitioner.identifier"): the search parameter type of its last part, or
+ * _id / _lastUpdated; undefined when unknown.
+ */
+function pathKind(type: string, path: string): string | undefined {
+  const parts = path.split('.');
+  let types = [type];
+  for (let i = 0; i < parts.length; i++) {
+    const [code, typeModifier] = parts[i].split(':');
+    if (i === parts.length - 1) {
+      if (code === '_id' || code === '_lastUpdated') return code;
+      for (const t of types) {
+        const sp = paramDef(t, code);
+        if (sp) return sp.type;
+      }
+      return undefined;
+    }
+    const next = new Set<string>();
+    for (const t of types) {
+      const sp = paramDef(t, code);
+      if (sp?.type !== 'reference') continue;
+      for (const target of sp.target ?? []) if (!typeModifier || target === typeModifier) next.add(target);
+    }
+    types = [...next];
+    if (!types.length) return undefined;
+  }
+  return undefined;
 }
 
 /** The tsvector of a row's narrative (_text) or of all its strings (_content); see migration 006. */

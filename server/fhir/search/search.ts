@@ -96,7 +96,7 @@ interface Cursor {
   i: string;
 }
 
-const UNSUPPORTED = new Set(['_filter', '_query', '_contained', '_containedType', '_score']);
+const UNSUPPORTED = new Set(['_query', '_contained', '_containedType', '_score']);
 
 // ---------------------------------------------------------------------------------------- parse
 

@@ -140,6 +140,28 @@ const lists: [string, string[]][] = [
   ['Observation?subject._list=l2', ['q2', 'q4']], // not qg: its subject (in l2) was deleted
 ];
 
+// _filter runs after the pair tests above changed q4's date to 2024-03-20 and deleted q3 and c1.
+const filters: [string, string[]][] = [
+  ['Patient?_filter=name co "arc"', ['pa', 'pb']],
+  ['Patient?_filter=given eq "maria"', ['pa']],
+  ['Patient?_filter=given eq "MARÍA"', ['pa']], // case- and accent-insensitive like the other string searches
+  ['Patient?_filter=family ew "lopez"', ['pb']],
+  ['Patient?_filter=family sw "gar" and given eq mario', ['pb']],
+  ['Patient?_filter=given eq maria or family eq ng', ['pa', 'pc']],
+  ['Patient?_filter=not (family sw gar)', ['pc']],
+  ['Patient?_filter=(given eq maria or given eq mario) and not (family eq garcia)', ['pb']],
+  ['Patient?_filter=family eq "garcia,lopez"', []], // the comma is literal, not an OR
+  ['Patient?_filter=_id eq pa or _id eq pc', ['pa', 'pc']],
+  ['Patient?_filter=family pr false', []],
+  ['Observation?_filter=date eq 2024-03-10', ['q1', 'q6']],
+  [`Observation?_filter=code eq ${LOINC}|8867-4 and date ge 2024-03-05`, ['q1', 'q4']],
+  ['Observation?_filter=subject.name co "ari"', ['q1', 'q2', 'q4', 'q5']],
+  ['Observation?_filter=subject pr false', ['q6']],
+  ['Observation?_filter=code ne 8867-4 and subject pr true', ['qg']],
+  ['Encounter?_filter=class eq IMP or date ge 2024-01-04', ['e1']],
+  ['Patient?_filter=given eq maria&_list=l1', ['pa']],
+];
+
 describe('token + date pairs', () => {
   it.each(pairs)('%s', expectIds);
 
@@ -184,6 +206,10 @@ describe('_list', () => {
   it.each(lists)('%s', expectIds);
 });
 
+describe('_filter', () => {
+  it.each(filters)('%s', expectIds);
+});
+
 describe('refused with a 400 naming the parameter (strict)', () => {
   it.each([
     ['Patient?_text:exact=garcia', '_text:exact'],
@@ -192,6 +218,14 @@ describe('refused with a 400 naming the parameter (strict)', () => {
     [`Observation?code:below=${LOINC}|8867-4`, 'code:below'], // LOINC's hierarchy is not bundled
     [`Observation?code:above=${LOINC}|8867-4`, 'code:above'],
     ['Observation?code:below=8867-4', 'code:below'], // needs system|code
+    ['Patient?_filter=name xx "a"', '_filter'],
+    ['Patient?_filter=name eq "a', '_filter'],
+    ['Patient?_filter=name eq a and', '_filter'],
+    ['Patient?_filter=(name eq a', '_filter'],
+    ['Patient?_filter=name re a', '_filter'],
+    ['Patient?_filter=gender co ma', '_filter'],
+    ['Patient?_filter=nonsense eq 1', '_filter'],
+    ['Patient?name:x-eq=maria', 'name:x-eq'], // _filter's own string mode is not a URL modifier
   ])('%s', async (q, param) => {
     const err = await search(t.db, parseQuery(q), { ...OPTIONS, strict: true }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FhirError);

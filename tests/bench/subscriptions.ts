@@ -15,7 +15,10 @@
 //   SUB_BENCH_HOOKS     rest-hook subscriptions (default 50)     SUB_BENCH_HOOK_CHANGES  changes (default 200)
 //   SUB_BENCH_CPU_PROF  a directory: the server writes a V8 CPU profile there on exit
 //   SUB_BENCH_ECHO=1    copy the server's stderr to this process's
+//   SUB_BENCH_LOG_LEVEL the server's LOG_LEVEL (debug: per-batch timings of the relay and the engine, on stdout)
+//   SUB_BENCH_LOG       a file: the server's stdout goes there
 import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { loadavg } from 'node:os';
 import type { AddressInfo } from 'node:net';
@@ -69,7 +72,7 @@ async function startChild(databaseUrl: string): Promise<{ child: ChildProcess; f
     PORT: String(port),
     HOST: '127.0.0.1',
     DATABASE_URL: databaseUrl,
-    LOG_LEVEL: 'warn',
+    LOG_LEVEL: process.env.SUB_BENCH_LOG_LEVEL ?? 'warn',
     SEED_DEMO: 'false',
     HL7_PORT: '0',
     BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
@@ -84,7 +87,10 @@ async function startChild(databaseUrl: string): Promise<{ child: ChildProcess; f
   else delete env.REDIS_URL;
   const child = spawn(process.execPath, [...(process.env.SUB_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SUB_BENCH_CPU_PROF}`] : []), 'server/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
+  child.stdout!.on('data', (d) => {
+    if (out.length < 100_000) out += d;
+    if (process.env.SUB_BENCH_LOG) appendFileSync(process.env.SUB_BENCH_LOG, d);
+  });
   child.stderr!.on('data', (d) => { out += d; if (process.env.SUB_BENCH_ECHO) process.stderr.write(d); });
   const deadline = Date.now() + 90_000;
   let m: RegExpMatchArray | null;

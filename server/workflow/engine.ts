@@ -4,7 +4,7 @@
 // is the workflow event: Task.extension workflow-last-event names it), its Provenance and the
 // in-app notifications (Communication) are written together or not at all. Workflow code never
 // writes SQL.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type {
   Attachment,
   Binary,
@@ -36,6 +36,7 @@ import {
   EXT_ESCALATION_LEVEL,
   EXT_FIRST_RESPONSE,
   EXT_LAST_EVENT,
+  EXT_STATE_SINCE,
   PRIORITIES,
   PROFILE,
   REQUEST_CATEGORY_SYSTEM,
@@ -93,6 +94,8 @@ export interface ReminderJobData {
   taskId: string;
   kind: 'follow-up' | 'not-acted';
 }
+
+export type ReminderKind = ReminderJobData['kind'];
 
 // ------------------------------------------------------------------ small helpers
 
@@ -592,6 +595,9 @@ async function commit(ctx: FhirContext, repo: Repository, c: Change): Promise<Ta
   const provId = randomUUID();
   const { next, now } = c;
   setExt(next, { url: EXT_LAST_EVENT, valueCode: c.event });
+  if (c.event !== 'escalated' && (next.status !== c.task.status || seedOf(next) !== seedOf(c.task))) {
+    setExt(next, { url: EXT_STATE_SINCE, valueDateTime: now.toISOString() });
+  }
   next.relevantHistory = [...(next.relevantHistory ?? []), { reference: `Provenance/${provId}` }];
   const written = await repo.update(next, { ifMatch: c.version });
   const stored = written.resource;
@@ -667,6 +673,9 @@ export async function addNote(ctx: FhirContext, taskId: string, text: string): P
 /** When the SLA timer of a Task should fire next (undefined: none). */
 export function nextFireAt(task: Task, sla?: DepartmentSla): Date | undefined {
   if (TERMINAL.has(task.status as TaskStatus) || task.status === 'draft') return undefined;
+  // A consult in follow-up has been answered and runs over days: its daily reminder replaces
+  // the SLA deadline (escalating it would also overwrite FOLLOW_UP with ESCALATED).
+  if (seedOf(task) === 'FOLLOW_UP') return undefined;
   const due = dueOf(task);
   if (!due) return undefined;
   const level = escalationLevel(task);
@@ -707,16 +716,13 @@ export async function scheduleTimers(task: Task, options: { justChanged?: boolea
     } else {
       await jobs.remove(SLA_QUEUE, slaJobId(task.id));
     }
-    if (options.justChanged || task.status === 'requested') {
-      const seed = seedOf(task);
-      const kind: ReminderJobData['kind'] | undefined =
-        seed === 'FOLLOW_UP' ? 'follow-up' : workflowOf(task) === 'referral' && (task.status === 'requested' || task.status === 'received') ? 'not-acted' : undefined;
-      if (kind) {
-        const data: ReminderJobData = { taskId: task.id, kind };
-        await jobs.add(REMINDER_QUEUE, data, { jobId: reminderJobId(task.id), delayMs: runtime.reminderMs ?? 24 * 3600_000 });
-      } else if (options.justChanged) {
-        await jobs.remove(REMINDER_QUEUE, reminderJobId(task.id));
-      }
+    const kind = reminderKind(task);
+    const at = kind ? reminderAt(task, runtime.now()) : undefined;
+    if (kind && at) {
+      const data: ReminderJobData = { taskId: task.id, kind };
+      await jobs.add(REMINDER_QUEUE, data, { jobId: reminderJobId(task.id), delayMs: Math.max(0, at.getTime() - runtime.now().getTime()) });
+    } else if (options.justChanged) {
+      await jobs.remove(REMINDER_QUEUE, reminderJobId(task.id));
     }
     rememberScheduled(task);
   } catch (e) {
@@ -779,30 +785,91 @@ export async function escalateIfOverdue(ctx: FhirContext, taskId: string): Promi
   return result;
 }
 
-/** Reminders: follow-up consults daily, referrals nobody acted on. Re-checks state first. */
-export async function remind(ctx: FhirContext, data: ReminderJobData): Promise<boolean> {
+// ------------------------------------------------------------------ reminders
+
+/**
+ * What a Task is reminded about: a consult in FOLLOW_UP (its owner, daily), a referral nobody
+ * has acted on yet, still requested / received (the receiving department and its head, daily).
+ */
+export function reminderKind(task: Task): ReminderKind | undefined {
+  if (TERMINAL.has(task.status as TaskStatus) || task.status === 'draft') return undefined;
+  if (workflowOf(task) === 'consult' && seedOf(task) === 'FOLLOW_UP') return 'follow-up';
+  if (workflowOf(task) === 'referral' && (task.status === 'requested' || task.status === 'received')) return 'not-acted';
+  return undefined;
+}
+
+const reminderPeriod = (): number => runtime.reminderMs ?? 24 * 3600_000;
+
+/**
+ * Reminders fall every period after the Task entered its current state (workflow-state-since:
+ * set by a person's action that changes status / businessStatus, such as entering FOLLOW_UP or
+ * being received; not by the SLA timer's escalation), else after it was authored. The slot is derived from the Task and the clock alone, so a restart, the
+ * sweep or another process computes the same one, and the reminder sent for a slot has an id
+ * derived from it: a second run for the same slot (a duplicate delivery, two processes) cannot
+ * write a second one.
+ */
+function reminderSlot(task: Task, now: Date): { due?: Date; next: Date } {
+  const period = reminderPeriod();
+  const since = task.extension?.find((e) => e.url === EXT_STATE_SINCE)?.valueDateTime;
+  const base = new Date(since ?? task.authoredOn ?? task.lastModified ?? now.toISOString()).getTime();
+  const k = Math.floor((now.getTime() - base) / period);
+  if (k < 1) return { next: new Date(base + period) };
+  return { due: new Date(base + k * period), next: new Date(base + (k + 1) * period) };
+}
+
+/** When the reminder job should run: now for a slot already due (it may not have been sent), else the next slot. */
+export function reminderAt(task: Task, now: Date): Date | undefined {
+  if (!reminderKind(task)) return undefined;
+  const slot = reminderSlot(task, now);
+  return slot.due ?? slot.next;
+}
+
+function reminderId(taskId: string, kind: ReminderKind, slot: Date): string {
+  const h = createHash('sha256').update(`${taskId}|${kind}|${slot.toISOString()}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+const isUniqueViolation = (e: unknown): boolean => (e as { code?: string } | undefined)?.code === '23505';
+
+export type ReminderResult = 'sent' | 'already-sent' | 'not-due' | 'stopped';
+
+/**
+ * The reminder job: re-reads the Task; stops (no further job) once it is no longer in a reminded
+ * state; sends the notification of the current slot unless it was sent already; schedules the
+ * next slot.
+ */
+export async function remind(ctx: FhirContext, data: ReminderJobData): Promise<ReminderResult> {
   const now = runtime.now();
-  let again: Task | undefined;
-  const sent = await ctx.repo.transaction(async (repo) => {
-    const loaded = await readTask(repo, data.taskId).catch(() => undefined);
-    if (!loaded) return false;
-    const { task, sr } = loaded;
-    const seed = seedOf(task);
-    const due = data.kind === 'follow-up' ? seed === 'FOLLOW_UP' : task.status === 'requested' || task.status === 'received';
-    if (!due || TERMINAL.has(task.status as TaskStatus)) return false;
-    const sla = departmentSla(loaded.dept);
-    const to = data.kind === 'follow-up' ? uniq([task.owner?.reference]) : uniq([departmentOf(task), sla.head]);
-    if (to.length) {
-      const text = data.kind === 'follow-up' ? `${label(task)}: follow-up due today` : `${label(task)} has not been acted on`;
-      await repo.create(notification(task, sr, data.kind === 'follow-up' ? 'follow-up' : 'sent', to, text, now));
-    }
-    again = task;
-    return true;
-  });
-  if (again && runtime.jobs) {
-    await runtime.jobs.add(REMINDER_QUEUE, data, { jobId: reminderJobId(data.taskId), delayMs: runtime.reminderMs ?? 24 * 3600_000 });
+  let nextAt: Date | undefined;
+  let result: ReminderResult;
+  try {
+    result = await ctx.repo.transaction(async (repo): Promise<ReminderResult> => {
+      const loaded = await readTask(repo, data.taskId).catch((e) => {
+        if (e instanceof FhirError && (e.status === 404 || e.status === 410)) return undefined;
+        throw e;
+      });
+      if (!loaded || reminderKind(loaded.task) !== data.kind) return 'stopped';
+      const { task, sr } = loaded;
+      const slot = reminderSlot(task, now);
+      nextAt = slot.next;
+      if (!slot.due) return 'not-due';
+      const sla = departmentSla(loaded.dept);
+      const to = data.kind === 'follow-up' ? uniq([task.owner?.reference]) : uniq([departmentOf(task), sla.head]);
+      if (!to.length) return 'not-due';
+      const text = data.kind === 'follow-up' ? `${label(task)}: follow-up due` : `${label(task)} has not been acted on`;
+      const reminder = notification(task, sr, data.kind === 'follow-up' ? 'follow-up' : 'sent', to, text, now);
+      reminder.category = [...(reminder.category ?? []), { coding: [{ system: WORKFLOW_COMMUNICATION_SYSTEM, code: 'reminder' }] }];
+      await repo.create(reminder, undefined, reminderId(task.id as string, data.kind, slot.due));
+      return 'sent';
+    });
+  } catch (e) {
+    if (!isUniqueViolation(e)) throw e;
+    result = 'already-sent';
   }
-  return sent;
+  if (nextAt && result !== 'stopped' && runtime.jobs) {
+    await runtime.jobs.add(REMINDER_QUEUE, data, { jobId: reminderJobId(data.taskId), delayMs: Math.max(0, nextAt.getTime() - now.getTime()) });
+  }
+  return result;
 }
 
 /** At start: re-creates the timer of every open consult / referral (re-adding replaces, so this is idempotent). */

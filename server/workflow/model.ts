@@ -24,6 +24,8 @@ export const EXT_ESCALATION_LEVEL = `${WL}/StructureDefinition/workflow-escalati
 export const EXT_ESCALATED_TO = `${WL}/StructureDefinition/workflow-escalated-to`;
 /** First response time (first note). */
 export const EXT_FIRST_RESPONSE = `${WL}/StructureDefinition/workflow-first-response`;
+/** When a person's action last changed status / businessStatus (escalation does not): reminders count from it. */
+export const EXT_STATE_SINCE = `${WL}/StructureDefinition/workflow-state-since`;
 
 export const PROFILE = {
   consultServiceRequest: `${WL}/StructureDefinition/wardlink-consult-servicerequest`,

@@ -65,6 +65,13 @@ export function buildCapabilityStatement(fhirBase: string, version: string): Cap
         mode: 'server',
         resource: resources,
         interaction: SYSTEM_INTERACTIONS.map((code) => ({ code })),
+        // Parameters of every type that have no SearchParameter per type (search/compile.ts).
+        searchParam: [
+          { name: '_text', type: 'string', documentation: 'Full-text search of the narrative (web-search syntax)' },
+          { name: '_content', type: 'string', documentation: 'Full-text search of every string of the resource (web-search syntax)' },
+          { name: '_list', type: 'token', documentation: 'Items of the List with this id' },
+          { name: '_filter', type: 'special', documentation: 'R4 _filter: eq ne co sw ew gt lt ge le sa eb ap pr, and / or / not' },
+        ],
         operation: operations
           .filter((op) => operationApplies(op.definition, {}))
           .map((op) => ({ name: op.definition.code, definition: op.definition.url as string })),

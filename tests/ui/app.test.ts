@@ -52,7 +52,7 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     const p = await page();
     await signIn(p, world, 'doctor');
     const nav = p.locator('nav a');
-    await poll(() => nav.allTextContents()).toEqual(['Home', 'Consult board', 'My requests', 'New consult']);
+    await poll(() => nav.allTextContents()).toEqual(['Home', 'Consult board', 'My requests', 'New consult', 'Referrals']);
     await poll(() => p.locator('wl-home h1').textContent()).toBe('Hello, Nadia Neuro');
     await poll(() => p.locator('wl-home ul:not(.places) li').allTextContents()).toEqual(['Neurology (doctor)']);
     await shot(p, 'home');
@@ -71,7 +71,7 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     expect(new URL(p.url()).pathname).toBe('/app/requests');
     // French, remembered; the navigation follows.
     await p.locator('header select').selectOption('fr');
-    await poll(() => nav.allTextContents()).toEqual(['Accueil', 'Tableau des avis', 'Mes demandes', 'Nouvel avis']);
+    await poll(() => nav.allTextContents()).toEqual(['Accueil', 'Tableau des avis', 'Mes demandes', 'Nouvel avis', 'Adressages']);
     expect(await p.evaluate(() => document.documentElement.lang)).toBe('fr');
     await p.reload();
     await poll(() => p.locator('wl-my-requests h1').textContent()).toBe('Mes demandes');
@@ -81,15 +81,15 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     await poll(() => p.locator('main h1').textContent()).toBe('Page not found');
   });
 
-  it('navigation follows the role: a receptionist has only the start page, a nurse sees the board without actions', async () => {
+  it('navigation follows the role: a receptionist has the start page and referrals, a nurse sees the board without actions', async () => {
     const r = await page();
     await signIn(r, world, 'reception');
-    await poll(() => r.locator('nav a').allTextContents()).toEqual(['Home']);
+    await poll(() => r.locator('nav a').allTextContents()).toEqual(['Home', 'Referrals']);
     await r.goto(`${world.app}/board`);
     await poll(() => r.locator('main').textContent()).toContain('Your role does not use this page.');
     const n = await page();
     await signIn(n, world, 'nurse', '/board');
-    await poll(() => n.locator('nav a').allTextContents()).toEqual(['Home', 'Consult board']);
+    await poll(() => n.locator('nav a').allTextContents()).toEqual(['Home', 'Consult board', 'Referrals']);
     await poll(() => n.url()).toContain(`/app/board/${world.ids.cardiology}`);
     await poll(() => n.locator('[data-testid=board]').count()).toBe(1);
     expect(await n.locator('[data-action]').count()).toBe(0);

@@ -82,7 +82,9 @@ export async function startUiWorld(env: Record<string, string> = {}): Promise<Ui
   ids.hospital = hospital.id as string;
   const hospitalRef = `Organization/${hospital.id}`;
 
-  const person = async (key: string, role: Role, given: string, family: string) => {
+  const partner = await repo.create<Organization>({ resourceType: 'Organization', name: 'Partner Rehab Clinic', active: true });
+  ids.partner = partner.id as string;
+  const person = async (key: string, role: Role, given: string, family: string, organization = hospitalRef) => {
     const username = `${key}-${Math.random().toString(36).slice(2, 7)}`;
     const password = `pw-${Math.random().toString(36).slice(2)}-Long1`;
     const resource =
@@ -90,7 +92,7 @@ export async function startUiWorld(env: Record<string, string> = {}): Promise<Ui
         ? await repo.create<Patient>({ resourceType: 'Patient', active: true, name: [{ given: [given], family }], managingOrganization: { reference: hospitalRef } })
         : await repo.create<Practitioner>({ resourceType: 'Practitioner', active: true, name: [{ given: [given], family }] });
     const fhirUser = `${resource.resourceType}/${resource.id}`;
-    await createUser(server.db, { username, password, fhirUser, role, organization: hospitalRef });
+    await createUser(server.db, { username, password, fhirUser, role, organization });
     people[key] = { key, username, password, fhirUser, name: `${given} ${family}` };
   };
   await person('doctor', 'clinician', 'Nadia', 'Neuro');
@@ -98,6 +100,7 @@ export async function startUiWorld(env: Record<string, string> = {}): Promise<Ui
   await person('cardDoc', 'clinician', 'Carla', 'Cardio');
   await person('nurse', 'nurse', 'Nina', 'Nurse');
   await person('reception', 'receptionist', 'Remy', 'Desk');
+  await person('partnerDoc', 'clinician', 'Paul', 'Partner', `Organization/${partner.id}`);
 
   const dept = async (key: string, name: string, sla?: Record<string, number>) => {
     const org = await repo.create<Organization>({

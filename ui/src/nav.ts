@@ -13,12 +13,15 @@ export interface NavItem {
 
 export const STAFF: readonly Role[] = ['admin', 'clinician', 'nurse', 'department-head'];
 export const REQUESTERS: readonly Role[] = ['admin', 'clinician', 'department-head'];
+/** Who works with referrals (and opens a request's detail): staff and the front desk. */
+export const REFERRERS: readonly Role[] = ['admin', 'clinician', 'nurse', 'department-head', 'receptionist'];
 
 export const NAV: NavItem[] = [
   { path: '/', label: 'nav.home', roles: 'all' },
   { path: '/board', label: 'nav.board', roles: STAFF },
   { path: '/requests', label: 'nav.myRequests', roles: REQUESTERS },
   { path: '/consults/new', label: 'nav.newConsult', roles: REQUESTERS },
+  { path: '/referrals', label: 'nav.referrals', roles: REFERRERS },
 ];
 
 export function allowed(roles: Roles, role: Role | undefined): boolean {

@@ -65,3 +65,12 @@ export function isHeadOf(profile: Profile, dept: string): boolean {
 export function isMemberOf(profile: Profile, dept: string): boolean {
   return profile.departments.some((d) => d.ref === dept);
 }
+
+/** Organisations a patient can be referred to: every active one but the hospital's own departments and the user's organisation. */
+export async function providers(profile: Profile): Promise<Department[]> {
+  const b = await search('Organization', [['active', 'true'], ['_count', '200'], ['_sort', 'name']]);
+  const isDept = (o: Resource) => ((o.type as { coding?: { code?: string }[] }[] | undefined) ?? []).some((t) => t.coding?.some((c) => c.code === 'dept'));
+  return matches(b, 'Organization')
+    .filter((o) => !isDept(o) && `Organization/${o.id}` !== profile.organization)
+    .map((o) => ({ ref: `Organization/${o.id}`, name: String(o.name ?? o.id), membership: '' }));
+}

@@ -15,6 +15,7 @@ export type SlaLevel = 'ok' | 'amber' | 'red';
 
 export interface Consult {
   id: string;
+  workflow: 'consult' | 'referral';
   version: string;
   status: string;
   /** Workflow status: PENDING, ASSIGNED, IN_PROGRESS, FOLLOW_UP, ESCALATED, ... */
@@ -63,8 +64,10 @@ export function toConsult(task: Resource, refs: Map<string, Resource>): Consult 
   };
   const period = (task.restriction as { period?: { start?: string; end?: string }; recipient?: Reference[] } | undefined) ?? {};
   const seed = (task.businessStatus as { coding?: { system?: string; code?: string }[] } | undefined)?.coding?.find((c) => c.system === WORKFLOW_STATUS)?.code ?? '';
+  const category = (task.code as { coding?: { system?: string; code?: string }[] } | undefined)?.coding?.find((c) => c.system === REQUEST_CATEGORY)?.code;
   return {
     id: task.id as string,
+    workflow: category === 'referral' ? 'referral' : 'consult',
     version: task.meta?.versionId ?? '',
     status: String(task.status),
     seed,

@@ -11,7 +11,7 @@ import { loadProfile, type Profile } from '../user.ts';
 import { live } from '../api/live.ts';
 import { prefetchConsults } from '../board/model.ts';
 import { base } from '../styles.ts';
-import { NAV, REQUESTERS, STAFF, allowed } from '../nav.ts';
+import { NAV, REFERRERS, REQUESTERS, STAFF, allowed } from '../nav.ts';
 import './idle-dialog.ts';
 import './bell.ts';
 import '../screens/home.ts';
@@ -19,6 +19,7 @@ import '../screens/board.ts';
 import '../screens/new-consult.ts';
 import '../screens/my-requests.ts';
 import '../screens/consult-detail.ts';
+import '../screens/referrals.ts';
 
 type Phase = 'starting' | 'signed-out' | 'callback' | 'ready' | 'failed';
 
@@ -33,7 +34,9 @@ const ROUTES: Route[] = [
   { pattern: '/board', roles: STAFF, render: (_p, profile) => html`<wl-board .profile=${profile}></wl-board>` },
   { pattern: '/board/:dept', roles: STAFF, render: (p, profile) => html`<wl-board .profile=${profile} .dept=${`Organization/${p.dept}`}></wl-board>` },
   { pattern: '/consults/new', roles: REQUESTERS, render: (_p, profile) => html`<wl-new-consult .profile=${profile}></wl-new-consult>` },
-  { pattern: '/consults/:id', roles: STAFF, render: (p, profile) => html`<wl-consult-detail .profile=${profile} .taskId=${p.id}></wl-consult-detail>` },
+  { pattern: '/consults/:id', roles: REFERRERS, render: (p, profile) => html`<wl-consult-detail .profile=${profile} .taskId=${p.id}></wl-consult-detail>` },
+  { pattern: '/referrals', roles: REFERRERS, render: (_p, profile) => html`<wl-referrals .profile=${profile}></wl-referrals>` },
+  { pattern: '/referrals/new', roles: REQUESTERS, render: (_p, profile) => html`<wl-new-consult .profile=${profile} .workflow=${'referral'}></wl-new-consult>` },
   { pattern: '/requests', roles: REQUESTERS, render: (_p, profile) => html`<wl-my-requests .profile=${profile}></wl-my-requests>` },
 ];
 

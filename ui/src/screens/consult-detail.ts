@@ -276,7 +276,7 @@ export class WlConsultDetail extends LitElement {
     const statusKey = `status.${c.seed}` as MessageKey;
     const srNotes = (sr?.note as { text?: string }[] | undefined)?.map((n) => n.text).filter(Boolean) ?? [];
     return html`
-      <p><a href=${href(c.department ? `/board/${c.department.split('/')[1]}` : '/')}>← ${t('detail.back')}</a></p>
+      <p>${c.workflow === 'referral' ? html`<a href=${href('/referrals')}>← ${t('referrals.back')}</a>` : html`<a href=${href(c.department ? `/board/${c.department.split('/')[1]}` : '/')}>← ${t('detail.back')}</a>`}</p>
       <div class="head">
         <h1>${c.patientName || t('common.unknown')}</h1>
         <span class="muted">${t(`priority.${c.priority}` as MessageKey)} · <strong data-testid="detail-status">${t(statusKey) === statusKey ? c.seed : t(statusKey)}</strong></span>

@@ -1,17 +1,18 @@
-// New consult request: patient typeahead (FHIR Patient search by name), department, priority,
-// reason; checked before sending, sent with ServiceRequest/$request. What was typed is kept in
-// sessionStorage until it is sent, so an error, a reload or a token refresh loses nothing.
+// New consult or referral: patient typeahead (FHIR Patient search by name), department (consult)
+// or provider (referral), priority, reason, and for a referral "keep as draft"; checked before
+// sending, sent with ServiceRequest/$request. What was typed is kept in sessionStorage until it is
+// sent, so an error, a reload or a token refresh loses nothing.
 import { LitElement, css, html, nothing, type TemplateResult } from 'lit';
 import { matches, nameOf, operation, search, type Resource } from '../api/fhir.ts';
 import { i18nEvents, t, type MessageKey } from '../i18n/index.ts';
 import { navigate } from '../router.ts';
 import { base } from '../styles.ts';
-import { allDepartments, type Department, type Profile } from '../user.ts';
+import { allDepartments, providers, type Department, type Profile } from '../user.ts';
 
-const DRAFT_KEY = 'wl.draft.consult';
 const PRIORITIES = ['routine', 'urgent', 'asap', 'stat'] as const;
 
 interface Draft {
+  draft?: boolean;
   patient?: string;
   patientName?: string;
   department?: string;
@@ -22,6 +23,7 @@ interface Draft {
 export class WlNewConsult extends LitElement {
   static override properties = {
     profile: { attribute: false },
+    workflow: { attribute: false },
     draft: { state: true },
     departments: { state: true },
     results: { state: true },
@@ -32,6 +34,7 @@ export class WlNewConsult extends LitElement {
     sending: { state: true },
   };
   declare profile: Profile;
+  declare workflow: 'consult' | 'referral';
   declare draft: Draft;
   declare departments: Department[] | undefined;
   declare results: Resource[] | undefined;
@@ -58,7 +61,8 @@ export class WlNewConsult extends LitElement {
 
   constructor() {
     super();
-    this.draft = { priority: 'urgent', reason: '', ...(JSON.parse(sessionStorage.getItem(DRAFT_KEY) ?? '{}') as Partial<Draft>) };
+    this.workflow = 'consult';
+    this.draft = { priority: 'urgent', reason: '' };
     this.departments = undefined;
     this.results = undefined;
     this.query = '';
@@ -69,10 +73,15 @@ export class WlNewConsult extends LitElement {
   }
 
   private readonly rerender = () => this.requestUpdate();
+  private get draftKey(): string {
+    return `wl.draft.${this.workflow}`;
+  }
+
   override connectedCallback(): void {
     super.connectedCallback();
     i18nEvents.addEventListener('language-changed', this.rerender);
-    allDepartments().then(
+    this.draft = { priority: this.workflow === 'referral' ? 'routine' : 'urgent', reason: '', ...(JSON.parse(sessionStorage.getItem(this.draftKey) ?? '{}') as Partial<Draft>) };
+    (this.workflow === 'referral' ? providers(this.profile) : allDepartments()).then(
       (d) => (this.departments = d),
       (e: Error) => {
         this.departments = [];
@@ -88,7 +97,7 @@ export class WlNewConsult extends LitElement {
 
   private save(patch: Partial<Draft>): void {
     this.draft = { ...this.draft, ...patch };
-    sessionStorage.setItem(DRAFT_KEY, JSON.stringify(this.draft));
+    sessionStorage.setItem(this.draftKey, JSON.stringify(this.draft));
   }
 
   private onQuery(value: string): void {
@@ -144,10 +153,11 @@ export class WlNewConsult extends LitElement {
     this.sending = true;
     this.error = '';
     try {
-      await operation('ServiceRequest/$request', { workflow: 'consult', patient: d.patient, department: d.department, priority: d.priority, reason: d.reason.trim() });
-      sessionStorage.removeItem(DRAFT_KEY);
+      const referral = this.workflow === 'referral';
+      await operation('ServiceRequest/$request', { workflow: this.workflow, patient: d.patient, department: d.department, priority: d.priority, reason: d.reason.trim(), draft: referral ? d.draft === true : undefined });
+      sessionStorage.removeItem(this.draftKey);
       const dept = this.departments?.find((x) => x.ref === d.department)?.name ?? d.department;
-      navigate(`/requests?sent=${encodeURIComponent(dept)}`);
+      navigate(referral ? `/referrals?box=out&status=${d.draft ? 'draft' : 'open'}` : `/requests?sent=${encodeURIComponent(dept)}`);
     } catch (err) {
       this.error = (err as Error).message;
     } finally {
@@ -158,7 +168,8 @@ export class WlNewConsult extends LitElement {
   override render(): TemplateResult {
     const d = this.draft;
     const list = this.results;
-    return html`<h1>${t('consult.new')}</h1>
+    const referral = this.workflow === 'referral';
+    return html`<h1>${t(referral ? 'referral.new' : 'consult.new')}</h1>
       <form @submit=${(e: Event) => void this.submit(e)} novalidate>
         <div class="field">
           <label for="patient-q">${t('consult.patient')}</label>
@@ -177,7 +188,7 @@ export class WlNewConsult extends LitElement {
                   : nothing}`}
         </div>
         <div class="field">
-          <label for="department">${t('consult.department')}</label>
+          <label for="department">${t(referral ? 'referral.provider' : 'consult.department')}</label>
           <select id="department" required @change=${(e: Event) => this.save({ department: (e.target as HTMLSelectElement).value })}>
             <option value="">—</option>
             ${(this.departments ?? []).map((x) => html`<option value=${x.ref} ?selected=${x.ref === d.department}>${x.name}</option>`)}
@@ -190,11 +201,14 @@ export class WlNewConsult extends LitElement {
           </select>
         </div>
         <div class="field">
-          <label for="reason">${t('consult.reason')}</label>
+          <label for="reason">${t(referral ? 'referral.reason' : 'consult.reason')}</label>
           <textarea id="reason" required .value=${d.reason} @input=${(e: Event) => this.save({ reason: (e.target as HTMLTextAreaElement).value })}></textarea>
         </div>
+        ${referral
+          ? html`<label><input type="checkbox" id="draft" .checked=${d.draft === true} @change=${(e: Event) => this.save({ draft: (e.target as HTMLInputElement).checked })} /> ${t('referral.draft')}</label>`
+          : nothing}
         ${this.error ? html`<p class="error" role="alert">${this.error}</p>` : nothing}
-        <div><button class="primary" type="submit" ?disabled=${this.sending}>${this.sending ? html`<span class="spinner" aria-hidden="true"></span> ` : nothing}${t('consult.submit')}</button></div>
+        <div><button class="primary" type="submit" ?disabled=${this.sending}>${this.sending ? html`<span class="spinner" aria-hidden="true"></span> ` : nothing}${t(referral ? (d.draft ? 'referral.saveDraft' : 'referral.submit') : 'consult.submit')}</button></div>
       </form>`;
   }
 }

@@ -115,6 +115,11 @@ function onPairRow(cond: string, x: string, kind: string, y = 'y'): string | und
   return ok ? out : undefined;
 }
 
+/** A token condition the pair rows can answer: it names the code or the system. */
+function pairable(part: NonNullable<Driver['part']>): boolean {
+  return part.tbl === 'token' && new RegExp(`\\b${part.x}\\.(code|system)\\b`).test(part.cond);
+}
+
 /**
  * A top-level token condition and a date or reference condition of a type with pair rows for
  * their parameters (index-rows.ts INDEX_PAIRS) -> one driver over those rows that holds exactly
@@ -126,6 +131,9 @@ export function pairDriver(type: string, token: Driver, other: Driver): Driver |
   const t = token.part;
   const o = other.part;
   if (!t || !o || t.tbl !== 'token' || (o.tbl !== 'date' && o.tbl !== 'reference')) return undefined;
+  // Pair rows exist only for coded tokens and local references: a condition that does not
+  // name a code / target (:missing=false) would miss text-only tokens and URL references.
+  if (!pairable(t) || (o.tbl === 'reference' && !/\.target_id\b/.test(o.cond))) return undefined;
   const pair = findPair(type, t.code, o.code);
   if (!pair) return undefined;
   const tc = onPairRow(t.cond, t.x, 'token');
@@ -724,7 +732,7 @@ export class Compiler {
     // parentheses so a chain does not take them for the target's own index rows (onIdOnly)
     // and still checks that the target is live.
     const part = this.parts.get(cond);
-    const pair = part?.tbl === 'token' ? findPair(srcType, part.code, refCode) : undefined;
+    const pair = part && pairable(part) ? findPair(srcType, part.code, refCode) : undefined;
     const y = this.sql.alias('y');
     const onPair = pair && part ? onPairRow(part.cond, part.x, 'token', y) : undefined;
     if (pair && part && onPair) {

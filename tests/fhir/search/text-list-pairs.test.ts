@@ -36,6 +36,8 @@ const fixtures: Resource[] = [
   { resourceType: 'Observation', id: 'q4', status: 'final', code: hr, subject: { reference: 'Patient/pb' }, effectiveDateTime: '2023-12-31' },
   { resourceType: 'Observation', id: 'q5', status: 'final', code: hr, subject: { reference: 'Patient/pa' } },
   { resourceType: 'Observation', id: 'q6', status: 'final', code: { text: 'Heart rate' }, effectiveDateTime: '2024-03-10' },
+  { resourceType: 'Patient', id: 'pd', name: [{ family: 'Dee' }] },
+  { resourceType: 'Observation', id: 'q7', status: 'final', code: { text: 'Pulse' }, subject: { reference: 'Patient/pd' } }, // no coding
   { resourceType: 'Encounter', id: 'e1', status: 'finished', class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'IMP' }, period: { start: '2024-01-01', end: '2024-01-05' } },
   { resourceType: 'Encounter', id: 'e2', status: 'finished', class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' }, period: { start: '2024-01-03T09:00:00Z', end: '2024-01-03T10:00:00Z' } },
   { resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/pa' }, code: { coding: [{ system: SCT, code: '44054006' }] }, onsetDateTime: '2019-05-01' },
@@ -97,7 +99,9 @@ const pairs: [string, string[]][] = [
   ['Patient?_has:Observation:patient:code=8867-4', ['pa', 'pb']],
   ['Patient?_has:Observation:subject:code=http://loinc.org|8480-6', ['pa']],
   ['Patient?_has:Observation:patient:code=8867-4&_has:Observation:patient:code=8480-6', ['pa']],
-  ['Patient?_has:Observation:patient:code:not=8867-4', ['pa']], // q3; a negation does not use the pairs
+  ['Patient?_has:Observation:patient:code:not=8867-4', ['pa', 'pd']], // q3, q7; a negation does not use the pairs
+  ['Patient?_has:Observation:patient:code:missing=false', ['pa', 'pb', 'pd']], // q7's code is only a text: no pair rows
+  ['Observation?code:missing=false&patient=pd', ['q7']],
   ['Patient?_has:Observation:patient:code=8867-4&name=mario', ['pb']],
   [`Patient?_has:Condition:patient:code=${SCT}|44054006`, ['pa', 'pb']], // not the deleted Patient/gone
   [`Observation?subject._has:Condition:subject:code=${SCT}|44054006`, ['q1', 'q2', 'q3', 'q4', 'q5']], // nor qg, whose subject is gone
@@ -148,7 +152,7 @@ const filters: [string, string[]][] = [
   ['Patient?_filter=family ew "lopez"', ['pb']],
   ['Patient?_filter=family sw "gar" and given eq mario', ['pb']],
   ['Patient?_filter=given eq maria or family eq ng', ['pa', 'pc']],
-  ['Patient?_filter=not (family sw gar)', ['pc']],
+  ['Patient?_filter=not (family sw gar)', ['pc', 'pd']],
   ['Patient?_filter=(given eq maria or given eq mario) and not (family eq garcia)', ['pb']],
   ['Patient?_filter=family eq "garcia,lopez"', []], // the comma is literal, not an OR
   ['Patient?_filter=_id eq pa or _id eq pc', ['pa', 'pc']],
@@ -157,7 +161,7 @@ const filters: [string, string[]][] = [
   [`Observation?_filter=code eq ${LOINC}|8867-4 and date ge 2024-03-05`, ['q1', 'q4']],
   ['Observation?_filter=subject.name co "ari"', ['q1', 'q2', 'q4', 'q5']],
   ['Observation?_filter=subject pr false', ['q6']],
-  ['Observation?_filter=code ne 8867-4 and subject pr true', ['qg']],
+  ['Observation?_filter=code ne 8867-4 and subject pr true', ['q7', 'qg']],
   ['Encounter?_filter=class eq IMP or date ge 2024-01-04', ['e1']],
   ['Patient?_filter=given eq maria&_list=l1', ['pa']],
 ];

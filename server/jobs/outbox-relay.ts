@@ -6,7 +6,8 @@
 // Guarantees: each event is delivered at least once (a crash before marking processed delivers
 // it again, so listeners must be idempotent), and the events of one resource in id order, with
 // any number of server processes sharing the table:
-// - A claim is a lease (claimed_by / claimed_until) taken in a short transaction; the listeners
+// - A claim is a lease (claimed_by / claimed_until) taken in one call of wl_outbox_claim
+//   (migration 008: one round trip, on the path of every notification); the listeners
 //   run outside any transaction, so they may use the database (the embedded PGlite has a single
 //   connection, which a transaction held during delivery would starve).
 // - Claims are serialised by a transaction-scoped advisory lock and never take a row while an
@@ -124,6 +125,9 @@ export class OutboxRelay {
   private readonly pruneEveryMs: number;
   private readonly exclusive: boolean;
   private readonly claimable: string;
+  private readonly holdMs: number;
+  /** Rows delivered by the last batch, marked processed by the next claim (one round trip less). */
+  private deferredDone: string[] = [];
   private readonly owner = randomUUID();
   private readonly listeners = new Set<ResourceEventListener>();
   private readonly batchListeners = new Set<ResourceBatchListener>();
@@ -147,6 +151,7 @@ export class OutboxRelay {
     this.exclusive = options.exclusive ?? false;
     const hold = Math.max(0, Math.floor(options.testHoldMs ?? (Number(process.env.WARDLINK_TEST_HOLD_OUTBOX_MS) || 0)));
     if (hold > 0) this.log.warn({ holdMs: hold }, 'TEST HOOK: outbox delivery held (WARDLINK_TEST_HOLD_OUTBOX_MS)');
+    this.holdMs = hold;
     this.claimable = hold > 0 ? `${CLAIMABLE} AND c.created_at < clock_timestamp() - ${hold} ${MS}` : CLAIMABLE;
   }
 
@@ -191,6 +196,7 @@ export class OutboxRelay {
     if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.wake();
     await this.loop;
+    await this.flushDone().catch((err: unknown) => this.log.warn({ err }, 'could not mark the last outbox batch processed; it will be redelivered'));
     await this.pruning;
   }
 
@@ -204,6 +210,7 @@ export class OutboxRelay {
 
   /** look: a cheap look before claiming (a poll); skipped when woken, as there is work. */
   private async relayOnce(look: boolean): Promise<number> {
+    if (this.deferredDone.length > 0 && (look || this.exclusive)) await this.flushDone();
     if (!this.exclusive && look) {
       // A cheap look first, so an idle relay costs one indexed query per poll, not a transaction.
       const pending = await this.db.query(
@@ -265,7 +272,10 @@ export class OutboxRelay {
 
     const listenersMs = performance.now() - t0 - claimMs;
     if (done.length > 0) {
-      await this.db.query(`UPDATE outbox SET processed_at = clock_timestamp(), claimed_until = NULL WHERE id = ANY($1::bigint[])`, [done.map((r) => r.id)]);
+      // More work waiting (woken meanwhile, or a full batch): the next claim marks these
+      // processed in its own round trip. Otherwise mark them now.
+      this.deferredDone = done.map((r) => r.id);
+      if (this.exclusive || this.stopped || !(this.woken || rows.length >= this.batchSize)) await this.flushDone();
     }
     if (held.length > 0 && !this.exclusive) {
       await this.db.query(`UPDATE outbox SET claimed_until = NULL, attempts = attempts - 1 WHERE id = ANY($1::bigint[])`, [held]);
@@ -304,26 +314,33 @@ export class OutboxRelay {
   }
 
   /** Claims the next batch (a lease), serialised with other processes by an advisory lock. */
+  private async flushDone(): Promise<void> {
+    const ids = this.deferredDone;
+    this.deferredDone = [];
+    if (ids.length > 0) await this.db.query(`UPDATE outbox SET processed_at = clock_timestamp(), claimed_until = NULL WHERE id = ANY($1::bigint[])`, [ids]);
+  }
+
+  /**
+   * Claims the next batch (a lease) in one round trip: wl_outbox_claim (migration 008) takes
+   * the advisory lock that serialises claims, then leases the claimable rows; it first marks the
+   * previous batch's rows processed when they were deferred.
+   */
   private async claim(): Promise<OutboxRow[]> {
-    // BEGIN and the lock go in one round trip (a simple multi-statement query): the claim is
-    // on the latency path of every notification.
-    const client = await this.db.pool.connect();
+    const done = this.deferredDone;
+    this.deferredDone = [];
     try {
-      await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${CLAIM_LOCK})`);
-      const res = await client.query<OutboxRow>(
-        `UPDATE outbox o SET claimed_by = $1, claimed_until = clock_timestamp() + $2 ${MS}, attempts = o.attempts + 1
-         FROM (SELECT c.id FROM outbox c WHERE ${this.claimable} ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED) pick
-         WHERE o.id = pick.id
-         RETURNING ${COLUMNS('o')}`,
-        [this.owner, this.leaseMs, this.batchSize],
-      );
-      await client.query('COMMIT');
+      const res = await this.db.query<OutboxRow>(`SELECT * FROM wl_outbox_claim($1, $2, $3, $4, $5, $6::bigint[])`, [
+        this.owner,
+        this.leaseMs,
+        this.batchSize,
+        this.holdMs,
+        CLAIM_LOCK,
+        done,
+      ]);
       return res.rows;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
+      this.deferredDone = [...done, ...this.deferredDone]; // not marked: try again
       throw err;
-    } finally {
-      client.release();
     }
   }
 

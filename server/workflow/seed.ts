@@ -118,7 +118,7 @@ export async function seedWorkflowDemo(options: WorkflowSeedOptions): Promise<bo
   await make('consult', 2, 1, 'stat', ['escalate'], 20);
   await make('consult', 3, 4, 'routine', ['decline'], 400);
   await make('consult', 0, 1, 'routine', ['cancel'], 500);
-  // Referrals: Draft, Sent, Viewed, Accepted, In progress, Declined, Completed, Cancelled.
+  // Referrals: Draft, Sent, Viewed, Accepted, In progress, Declined, Completed, Cancelled, Escalated.
   await make('referral', 0, 0, 'routine', [], 5, true);
   await make('referral', 1, 0, 'routine', [], 60);
   await make('referral', 2, 0, 'urgent', ['receive'], 100);
@@ -127,5 +127,6 @@ export async function seedWorkflowDemo(options: WorkflowSeedOptions): Promise<bo
   await make('referral', 0, 0, 'routine', ['decline'], 400);
   await make('referral', 1, 0, 'routine', ['accept', 'start', 'complete'], 3000);
   await make('referral', 2, 0, 'routine', ['cancel'], 600);
+  await make('referral', 3, 0, 'urgent', ['receive', 'escalate'], 45);
   return true;
 }

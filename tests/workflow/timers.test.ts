@@ -7,7 +7,7 @@ import type { AddOptions, JobQueue } from '../../server/jobs/queue.ts';
 import { createLogger } from '../../server/logger.ts';
 import { escalateIfOverdue, slaJobId } from '../../server/workflow/engine.ts';
 import { startWorkflow, type WorkflowRuntimeHandle } from '../../server/workflow/index.ts';
-import { EXT_ESCALATED_TO, EXT_ESCALATION_LEVEL, WORKFLOW_STATUS_SYSTEM } from '../../server/workflow/model.ts';
+import { EXT_DEPARTMENT_SLA, EXT_ESCALATED_TO, EXT_ESCALATION_LEVEL, WORKFLOW_STATUS_SYSTEM } from '../../server/workflow/model.ts';
 import { BASE, call, clock, op, setupWorld, waitFor, type World } from './support.ts';
 
 const log = createLogger('silent');
@@ -160,9 +160,23 @@ describe('demo seed', () => {
     expect(await seedWorkflowDemo({ db: w.db, fhirBase: BASE })).toBe(true);
     expect(await seedWorkflowDemo({ db: w.db, fhirBase: BASE })).toBe(false);
     const tasks = await call(w.admin, 'GET', 'Task?code=http://wardlink.org/fhir/CodeSystem/request-category|consult,http://wardlink.org/fhir/CodeSystem/request-category|referral&_count=200');
-    const seeds = new Set(tasks.body.entry.map((e: any) => seed(e.resource)));
-    for (const s of ['PENDING', 'ASSIGNED', 'IN_PROGRESS', 'FOLLOW_UP', 'COMPLETED', 'ESCALATED', 'DECLINED', 'CANCELLED', 'DRAFT', 'SENT', 'VIEWED', 'ACCEPTED']) {
-      expect(seeds.has(s), s).toBe(true);
+    const states = new Set(tasks.body.entry.map((e: any) => `${e.resource.code.coding[0].code} ${seed(e.resource)}`));
+    for (const s of ['PENDING', 'ASSIGNED', 'IN_PROGRESS', 'FOLLOW_UP', 'COMPLETED', 'ESCALATED', 'DECLINED', 'CANCELLED']) {
+      expect(states.has(`consult ${s}`), `consult ${s}`).toBe(true);
+    }
+    for (const s of ['DRAFT', 'SENT', 'VIEWED', 'ACCEPTED', 'IN_PROGRESS', 'DECLINED', 'COMPLETED', 'CANCELLED', 'ESCALATED']) {
+      expect(states.has(`referral ${s}`), `referral ${s}`).toBe(true);
+    }
+    // Five departments, each with its SLA settings and a head who is a member.
+    const depts = await call(w.admin, 'GET', 'Organization?identifier=urn:wardlink:demo|&_count=50');
+    const withSla = depts.body.entry.map((e: any) => e.resource).filter((o: any) => o.extension?.some((x: any) => x.url === EXT_DEPARTMENT_SLA));
+    expect(withSla.length).toBeGreaterThanOrEqual(5);
+    for (const d of withSla) {
+      const head = d.extension.find((x: any) => x.url === EXT_DEPARTMENT_SLA).extension.find((x: any) => x.url === 'head').valueReference.reference;
+      const roles = await call(w.admin, 'GET', `PractitionerRole?practitioner=${head}&organization=Organization/${d.id}`);
+      expect(roles.body.entry?.length, d.name).toBe(1);
+      const staff = await call(w.admin, 'GET', `PractitionerRole?organization=Organization/${d.id}&_count=50`);
+      expect(staff.body.entry.map((e: any) => e.resource.code[0].text).sort(), d.name).toEqual(['doctor', 'doctor', 'head', 'nurse']);
     }
   });
 });

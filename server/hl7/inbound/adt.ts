@@ -5,7 +5,9 @@ import { mapAllergies, mapDiagnoses } from './clinical.ts';
 import { required, type MapContext } from './context.ts';
 import { cxIdentifier, each } from './datatypes.ts';
 import { hasVisit, mapEncounter } from './encounter.ts';
+import { mapCoverages, mapGuarantors } from './financial.ts';
 import { mapPatient } from './patient.ts';
+import { mapRoles } from './roles.ts';
 
 /** Event -> Encounter.status (undefined: the event is about the person only). */
 const ENCOUNTER_STATUS: Record<string, Encounter['status'] | undefined> = {
@@ -38,9 +40,12 @@ export function mapAdt(ctx: MapContext): void {
     // discharges and cancels only touch one they can find.
     mapEncounter(ctx, pv1, status, ['A01', 'A04', 'A05'].includes(event));
   }
+  mapRoles(ctx);
   if (event !== 'A11') {
     mapAllergies(ctx);
     mapDiagnoses(ctx);
+    mapCoverages(ctx);
+    mapGuarantors(ctx);
   }
 }
 

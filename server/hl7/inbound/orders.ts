@@ -2,12 +2,12 @@
 // Observation, after the v2-to-FHIR ORC/OBR/OBX segment maps. Orders are upserted by placer
 // order number (else filler); results by filler order number + OBX-3 + OBX-4 sub-id, so a
 // corrected result (OBX-11 C) replaces the preliminary one.
-import type { Annotation, DiagnosticReport, Identifier, Observation, Quantity, Reference, ServiceRequest, Task } from '@medplum/fhirtypes';
+import type { Annotation, DiagnosticReport, Identifier, Observation, Quantity, Reference, ServiceRequest, Specimen, Task } from '@medplum/fhirtypes';
 import { STATUS_RECIPIENT_TAG } from '../outbound/reply.ts';
 import { toFhirDateTime, toFhirInstant } from '../datetime.ts';
-import { ErrorCode, V2Error, type Segment } from '../message.ts';
+import { ErrorCode, V2Error, type Field, type Segment } from '../message.ts';
 import { derivedKey, keyText, missingField, required, type MapContext } from './context.ts';
-import { clean, codeableConcept, codeSystemUri, eiIdentifier, tableConcept, xcnReference } from './datatypes.ts';
+import { LOCAL_SYSTEM, clean, codeableConcept, codeSystemUri, eiIdentifier, tableConcept, v2Table, xcnReference } from './datatypes.ts';
 import { mapPatient } from './patient.ts';
 import { hasVisit, mapEncounter } from './encounter.ts';
 import { withIdentifier } from './plan.ts';
@@ -162,13 +162,23 @@ export function mapResults(ctx: MapContext): void {
     const reportKey = { system: orderKey.system, value: orderKey.value };
     const results: Reference[] = [];
     const group = [];
+    const specimens: Segment[] = [];
     for (const s of ctx.message.segments.slice(obr.sequence)) {
       if (s.name === 'OBR' || s.name === 'ORC') break;
       if (s.name === 'OBX') group.push(s);
+      if (s.name === 'SPM') specimens.push(s);
     }
+    const specimenRefs = specimens.map((spm) => ({ reference: mapSpecimen(ctx, spm, keyText(reportKey)) }));
     for (const obx of group) {
       const obs = mapObservation(ctx, obx, obr, keyText(reportKey));
       if (obs) results.push({ reference: obs });
+    }
+    // OBX under an SPM describe that specimen; all results of the order come from its specimens.
+    if (specimenRefs.length) {
+      for (const r of results) {
+        const entry = ctx.plan.entries.find((e) => e.entry.fullUrl === r.reference);
+        if (entry?.entry.resource) (entry.entry.resource as Observation).specimen = specimenRefs[0];
+      }
     }
     const effective = toFhirDateTime(obr.get(7));
     const report: DiagnosticReport = clean({
@@ -183,10 +193,49 @@ export function mapResults(ctx: MapContext): void {
       issued: toFhirInstant(obr.get(22)),
       resultsInterpreter: [xcnReference(obr.field(32), ctx.scope)].filter((r) => r !== undefined),
       result: results,
+      specimen: specimenRefs,
       conclusion: notesAfter(ctx, obr).map((n) => n.text).join('\n') || undefined,
     } as DiagnosticReport);
     ctx.plan.upsert(withIdentifier(report, reportKey), reportKey);
   }
+}
+
+/**
+ * SPM -> Specimen (v2-to-FHIR SPM[Specimen]), keyed by SPM-2 (specimen id: placer, else filler
+ * assigned), else derived from the order and the set id.
+ */
+function mapSpecimen(ctx: MapContext, spm: Segment, reportKey: string): string {
+  const id = eipPart(ctx, spm.field(2), 1, 'PLAC') ?? eipPart(ctx, spm.field(2), 2, 'FILL');
+  const key = id ? { system: id.system, value: id.value } : derivedKey('specimen', reportKey, spm.get(1), spm.get(4));
+  const collected = spm.field(17);
+  const specimen: Specimen = clean({
+    resourceType: 'Specimen',
+    identifier: id ? [id] : undefined,
+    status: spm.get(20).toUpperCase() === 'N' ? 'unavailable' : 'available',
+    type: codeableConcept(spm.field(4)),
+    subject: { reference: ctx.patientRef as string },
+    receivedTime: toFhirDateTime(spm.get(18)),
+    collection: clean({
+      method: codeableConcept(spm.field(7)),
+      bodySite: codeableConcept(spm.field(8)),
+      collectedDateTime: collected.get(2) ? undefined : toFhirDateTime(collected.get(1)),
+      collectedPeriod: collected.get(2) ? clean({ start: toFhirDateTime(collected.get(1)), end: toFhirDateTime(collected.get(2)) }) : undefined,
+    }),
+    condition: spm.repetitions(24).map((f) => codeableConcept(f)).filter((c) => c !== undefined),
+    note: spm.get(14) ? [{ text: spm.field(14).text() }] : undefined,
+  } as Specimen);
+  return ctx.plan.upsert(withIdentifier(specimen, key), key);
+}
+
+/** One EI of an EIP (placer ^ filler, each EI in sub-components), as an Identifier. */
+function eipPart(ctx: MapContext, f: Field, component: 1 | 2, typeCode: string): Identifier | undefined {
+  const value = f.get(component, 1);
+  if (!value) return undefined;
+  const [ns, universal, uType] = [f.get(component, 2), f.get(component, 3), f.get(component, 4).toUpperCase()];
+  let system = ctx.scope.fallbackSystem;
+  if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
+  else if (ns) system = `${LOCAL_SYSTEM}:authority:${encodeURIComponent(ns)}`;
+  return { system, value, type: { coding: [{ system: v2Table('0203'), code: typeCode }] } };
 }
 
 function mapObservation(ctx: MapContext, obx: Segment, obr: Segment, reportKey: string): string | undefined {

@@ -46,6 +46,8 @@ export class WlReferrals extends LitElement {
   declare busy: string;
   declare declining: string;
   declare rowError: Record<string, string>;
+  private seq = 0;
+  private reloadTimer: ReturnType<typeof setTimeout> | undefined;
 
   static override styles = [
     base,
@@ -80,7 +82,7 @@ export class WlReferrals extends LitElement {
     this.rows = [];
     this.loading = true;
     this.error = '';
-    this.pages = [];
+    this.pages = [''];
     this.busy = '';
     this.declining = '';
     this.rowError = {};
@@ -89,8 +91,11 @@ export class WlReferrals extends LitElement {
   private readonly rerender = () => this.requestUpdate();
   private readonly onChange = (e: Event) => {
     const d = (e as CustomEvent<ChangeDetail>).detail;
-    if (d.type === 'Task' && this.rows.some((r) => r.id === d.id)) void this.load(this.pages[this.pages.length - 1]);
-    else if (d.type === 'Task' && this.pages.length <= 1) void this.load();
+    // A change to a listed referral reloads this page; anything else may be new: reload page one
+    // (not a later page, which would shift under the reader). Bursts of events reload once.
+    if (d.type !== 'Task' || (!this.rows.some((r) => r.id === d.id) && this.pages.length > 1)) return;
+    clearTimeout(this.reloadTimer);
+    this.reloadTimer = setTimeout(() => void this.load(this.pages), 150);
   };
 
   override connectedCallback(): void {
@@ -106,6 +111,7 @@ export class WlReferrals extends LitElement {
     i18nEvents.removeEventListener('language-changed', this.rerender);
     live.removeEventListener('change', this.onChange);
     live.removeEventListener('resync', this.rerender);
+    clearTimeout(this.reloadTimer);
     super.disconnectedCallback();
   }
 
@@ -125,19 +131,25 @@ export class WlReferrals extends LitElement {
     return p;
   }
 
-  /** Loads the first page (or the page at `url`, a paging link of the server). */
-  private async load(url?: string): Promise<void> {
+  /**
+   * Loads the page at the end of `pages` ('' = the first page, else a paging link of the server).
+   * Only the latest load is shown: a live reload still in flight cannot undo a page change.
+   */
+  private async load(pages: string[] = ['']): Promise<void> {
+    const seq = ++this.seq;
+    const url = pages[pages.length - 1];
     this.loading = this.rows.length === 0;
     try {
       const b = url ? await fhir<Bundle>(url) : await search('Task', this.query());
+      if (seq !== this.seq) return;
       this.rows = consultsOf(b);
       this.next = b.link?.find((l) => l.relation === 'next')?.url;
-      if (!url) this.pages = [''];
+      this.pages = pages;
       this.error = '';
     } catch (e) {
-      this.error = (e as Error).message;
+      if (seq === this.seq) this.error = (e as Error).message;
     } finally {
-      this.loading = false;
+      if (seq === this.seq) this.loading = false;
     }
   }
 
@@ -150,14 +162,8 @@ export class WlReferrals extends LitElement {
   }
 
   private async page(dir: 1 | -1): Promise<void> {
-    if (dir === 1 && this.next) {
-      this.pages = [...this.pages, this.next];
-      await this.load(this.next);
-    } else if (dir === -1 && this.pages.length > 1) {
-      this.pages = this.pages.slice(0, -1);
-      const url = this.pages[this.pages.length - 1];
-      await (url ? this.load(url) : this.load());
-    }
+    if (dir === 1 && this.next) await this.load([...this.pages, this.next]);
+    else if (dir === -1 && this.pages.length > 1) await this.load(this.pages.slice(0, -1));
   }
 
   private async act(r: Consult, act: Act, reason?: string): Promise<void> {
@@ -166,7 +172,7 @@ export class WlReferrals extends LitElement {
     try {
       await operation(`Task/${r.id}/${OP[act]}`, reason ? { reason } : {});
       this.declining = '';
-      await this.load(this.pages[this.pages.length - 1] || undefined);
+      await this.load(this.pages);
     } catch (e) {
       const message = e instanceof FhirError ? e.message : String(e);
       this.rowError = { ...this.rowError, [r.id]: t('action.failed', { action: t(`referrals.${act}` as MessageKey), message }) };

@@ -3,8 +3,12 @@
 // switch, token refresh, the idle timeout and sign-out; then the consult flow with live updates
 // in two browser contexts (doctor and head of department) and the SLA countdown turning amber,
 // then overdue. Screenshots of each main screen go to tests/artifacts/ui/.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FhirContext } from '../../server/fhir/request.ts';
+import { createRequest } from '../../server/workflow/engine.ts';
 import { hasChromium, launchChromium, newContext, poll, shot, signIn, startUiWorld, type UiWorld } from './support.ts';
 
 if (!hasChromium) console.warn('tests/ui skipped: /usr/bin/chromium is missing (apt-get install -y --no-install-recommends chromium)');
@@ -24,8 +28,8 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     await world?.stop();
   });
 
-  async function page(): Promise<Page> {
-    const ctx = await newContext(browser);
+  async function page(options: { width?: number; bypassCSP?: boolean } = {}): Promise<Page> {
+    const ctx = await newContext(browser, options);
     contexts.push(ctx);
     return ctx.newPage();
   }
@@ -125,5 +129,42 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     });
     expect(res.status).toBe(400);
     await shot(q, 'signed-out');
+  });
+
+  it('main screens pass axe-core WCAG 2.1 A/AA checks (no serious or critical violations), at desktop and phone width', async () => {
+    const axe = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+    const ctx: FhirContext = { repo: world.repo, fhirBase: world.server.fhirBase, defaultCount: 50, maxCount: 1000, maxBinaryBytes: 1 << 20 };
+    await createRequest(ctx, { workflow: 'consult', patient: `Patient/${world.ids.patient}`, performer: `Organization/${world.ids.cardiology}`, priority: 'stat', requester: world.people.doctor.fhirUser, reason: 'Syncope' });
+    const check = async (p: Page, name: string) => {
+      await p.addScriptTag({ content: axe });
+      const result = await p.evaluate(() =>
+        (window as unknown as { axe: { run(ctx: Document, o: object): Promise<{ violations: { id: string; impact: string; nodes: { target: unknown[] }[] }[] }> } }).axe.run(document, {
+          runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+        }),
+      );
+      const serious = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+      expect(serious.map((v) => `${name}: ${v.id} at ${v.nodes.map((n) => JSON.stringify(n.target)).join(', ')}`)).toEqual([]);
+    };
+    for (const width of [1400, 390]) {
+      const p = await page({ width, bypassCSP: true });
+      await signIn(p, world, 'head', `/board/${world.ids.cardiology}`);
+      await poll(() => p.locator('article', { hasText: 'Anna Berg' }).count()).toBe(1);
+      await check(p, `board@${width}`);
+      if (width === 390) {
+        await shot(p, 'board-phone');
+        continue;
+      }
+      await p.locator('article h3 a').click();
+      await poll(() => p.locator('[data-testid=timeline] li').count()).toBe(1);
+      await check(p, 'detail');
+      await p.locator('nav a', { hasText: 'New consult' }).click();
+      await poll(() => p.locator('#reason').count()).toBe(1);
+      await check(p, 'new consult');
+      await p.locator('nav a', { hasText: 'Referrals' }).click();
+      await poll(() => p.locator('#status-filter').count()).toBe(1);
+      await check(p, 'referrals');
+      await p.locator('[data-testid=bell]').click();
+      await check(p, 'notifications');
+    }
   });
 });

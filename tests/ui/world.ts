@@ -153,8 +153,8 @@ export async function startUiWorld(env: Record<string, string> = {}): Promise<Ui
   };
 }
 
-export async function newContext(browser: Browser): Promise<BrowserContext> {
-  return browser.newContext({ viewport: { width: 1400, height: 900 }, locale: 'en-GB', timezoneId: 'UTC' });
+export async function newContext(browser: Browser, options: { width?: number; bypassCSP?: boolean } = {}): Promise<BrowserContext> {
+  return browser.newContext({ viewport: { width: options.width ?? 1400, height: 900 }, locale: 'en-GB', timezoneId: 'UTC', bypassCSP: options.bypassCSP });
 }
 
 export function shot(page: Page, name: string): Promise<Buffer> {

@@ -51,6 +51,8 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     await poll(() => doctor.locator('[data-testid=chosen-patient]').textContent()).toBe('Anna Berg');
     await doctor.locator('#department').selectOption(`Organization/${world.ids.cardiology}`);
     await doctor.locator('#priority').selectOption('urgent');
+    await doctor.locator('#files').setInputFiles({ name: 'letter.txt', mimeType: 'text/plain', buffer: Buffer.from('Dear colleague') });
+    await poll(() => doctor.locator('[data-testid=files] li').count()).toBe(1);
     await shot(doctor, 'new-consult');
     await doctor.locator('form button[type=submit]').click();
     await poll(() => doctor.url()).toContain('/app/requests');
@@ -122,8 +124,8 @@ describe.skipIf(!hasChromium)('consult board in headless chromium', () => {
     await poll(() => head.locator('[data-testid=notes] li').allTextContents()).toEqual([expect.stringContaining('ECG reviewed: sinus rhythm. Echo booked.')]);
     await poll(() => head.locator('[data-testid=detail-status]').textContent()).toBe('In progress');
     await head.locator('#file').setInputFiles({ name: 'ecg-report.txt', mimeType: 'text/plain', buffer: Buffer.from('ECG 12-lead: normal') });
-    await poll(() => head.locator('[data-testid=attachments] .name').allTextContents()).toEqual([expect.stringContaining('ecg-report.txt')]);
-    const [download] = await Promise.all([head.waitForEvent('download'), head.locator('[data-testid=attachments] button', { hasText: 'Download' }).click()]);
+    await poll(() => head.locator('[data-testid=attachments] .name').allTextContents()).toEqual([expect.stringContaining('letter.txt'), expect.stringContaining('ecg-report.txt')]);
+    const [download] = await Promise.all([head.waitForEvent('download'), head.locator('[data-testid=attachments] li', { hasText: 'ecg-report.txt' }).locator('button', { hasText: 'Download' }).click()]);
     expect(download.suggestedFilename()).toBe('ecg-report.txt');
     const { readFile } = await import('node:fs/promises');
     expect(await readFile((await download.path()) as string, 'utf8')).toBe('ECG 12-lead: normal');

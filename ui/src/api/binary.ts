@@ -6,13 +6,18 @@ import { session } from '../auth/session.ts';
 import { t } from '../i18n/index.ts';
 import { FhirError, fhir, outcomeMessage, type Resource } from './fhir.ts';
 
-export async function uploadBinary(file: File, onProgress: (fraction: number) => void): Promise<Resource> {
+export function uploadBinary(file: File, onProgress: (fraction: number) => void): Promise<Resource> {
+  return postWithProgress('Binary', file, file.type || 'application/octet-stream', onProgress);
+}
+
+/** POST with upload progress (a file, or a FHIR resource as JSON); errors as FhirError in words. */
+export async function postWithProgress(path: string, body: Blob | object, contentType: string, onProgress: (fraction: number) => void): Promise<Resource> {
   const token = await session.accessToken();
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('POST', `${FHIR_BASE}/Binary`);
+    xhr.open('POST', `${FHIR_BASE}/${path}`);
     xhr.setRequestHeader('authorization', `Bearer ${token}`);
-    xhr.setRequestHeader('content-type', file.type || 'application/octet-stream');
+    xhr.setRequestHeader('content-type', contentType);
     xhr.setRequestHeader('accept', 'application/fhir+json');
     xhr.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded / e.total);
     xhr.onerror = () => reject(new FhirError(0, t('error.network')));
@@ -27,7 +32,7 @@ export async function uploadBinary(file: File, onProgress: (fraction: number) =>
       const outcome = body?.resourceType === 'OperationOutcome' ? (body as Parameters<typeof outcomeMessage>[0]) : undefined;
       reject(new FhirError(xhr.status, outcomeMessage(outcome) ?? t('error.other', { status: xhr.status }), outcome));
     };
-    xhr.send(file);
+    xhr.send(body instanceof Blob ? body : JSON.stringify(body));
   });
 }
 
@@ -55,4 +60,14 @@ export async function blobUrl(url: string, contentType = '*/*'): Promise<string>
   const res = await fetch(full, { headers: { accept: contentType, authorization: `Bearer ${await session.accessToken()}` } });
   if (!res.ok) throw new FhirError(res.status, t('error.other', { status: res.status }));
   return URL.createObjectURL(await res.blob());
+}
+
+/** A file as base64 (for an Attachment's data). */
+export function base64Of(file: File): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result).split(',')[1] ?? '');
+    r.onerror = () => reject(r.error);
+    r.readAsDataURL(file);
+  });
 }

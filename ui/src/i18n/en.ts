@@ -208,6 +208,8 @@ export const en = {
   'referral.saveDraft': 'Save draft',
   'referral.reason': 'Reason for the referral',
   'referral.sent': 'Referral sent to {department}.',
+  'attach.remove': 'Remove',
+  'attach.sending': 'Sending the request and its attachments',
 } as const;
 
 export type MessageKey = keyof typeof en;

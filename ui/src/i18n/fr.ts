@@ -214,4 +214,7 @@ export const fr: Catalogue = {
   'referral.saveDraft': 'Enregistrer le brouillon',
   'referral.reason': 'Motif de l’adressage',
   'referral.sent': 'Adressage envoyé à {department}.',
+
+  'attach.remove': 'Retirer',
+  'attach.sending': 'Envoi de la demande et de ses pièces jointes',
 };

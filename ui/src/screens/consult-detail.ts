@@ -201,7 +201,7 @@ export class WlConsultDetail extends LitElement {
       this.attachments = [...docs.values()].map((d) => {
         const a = (d.content as { attachment: { title?: string; contentType?: string; url?: string; size?: number } }[])[0]?.attachment ?? {};
         return { id: d.id as string, title: a.title || String(d.description ?? '') || (a.url ?? ''), contentType: a.contentType ?? 'application/octet-stream', url: a.url ?? '', size: a.size, date: d.date as string | undefined };
-      });
+      }).sort((a, b) => (a.date ?? '').localeCompare(b.date ?? ''));
       this.error = '';
     } catch (e) {
       this.error = (e as Error).message;

@@ -3,7 +3,8 @@
 // sending, sent with ServiceRequest/$request. What was typed is kept in sessionStorage until it is
 // sent, so an error, a reload or a token refresh loses nothing.
 import { LitElement, css, html, nothing, type TemplateResult } from 'lit';
-import { matches, nameOf, operation, search, type Resource } from '../api/fhir.ts';
+import { matches, nameOf, search, type Resource } from '../api/fhir.ts';
+import { base64Of, postWithProgress } from '../api/binary.ts';
 import { i18nEvents, t, type MessageKey } from '../i18n/index.ts';
 import { navigate } from '../router.ts';
 import { base } from '../styles.ts';
@@ -32,6 +33,8 @@ export class WlNewConsult extends LitElement {
     active: { state: true },
     error: { state: true },
     sending: { state: true },
+    files: { state: true },
+    progress: { state: true },
   };
   declare profile: Profile;
   declare workflow: 'consult' | 'referral';
@@ -43,6 +46,9 @@ export class WlNewConsult extends LitElement {
   declare active: number;
   declare error: string;
   declare sending: boolean;
+  /** Chosen attachments: kept in memory across errors (files cannot go to sessionStorage). */
+  declare files: File[];
+  declare progress: number | undefined;
   private debounce: ReturnType<typeof setTimeout> | undefined;
   private searchAbort: AbortController | undefined;
 
@@ -70,6 +76,8 @@ export class WlNewConsult extends LitElement {
     this.active = -1;
     this.error = '';
     this.sending = false;
+    this.files = [];
+    this.progress = undefined;
   }
 
   private readonly rerender = () => this.requestUpdate();
@@ -154,7 +162,20 @@ export class WlNewConsult extends LitElement {
     this.error = '';
     try {
       const referral = this.workflow === 'referral';
-      await operation('ServiceRequest/$request', { workflow: this.workflow, patient: d.patient, department: d.department, priority: d.priority, reason: d.reason.trim(), draft: referral ? d.draft === true : undefined });
+      const parameter: object[] = [
+        { name: 'workflow', valueCode: this.workflow },
+        { name: 'patient', valueReference: { reference: d.patient } },
+        { name: 'department', valueReference: { reference: d.department } },
+        { name: 'priority', valueCode: d.priority },
+        { name: 'reason', valueString: d.reason.trim() },
+        ...(referral ? [{ name: 'draft', valueBoolean: d.draft === true }] : []),
+      ];
+      for (const f of this.files) {
+        parameter.push({ name: 'attachment', valueAttachment: { contentType: f.type || 'application/octet-stream', title: f.name, size: f.size, data: await base64Of(f) } });
+      }
+      this.progress = this.files.length ? 0 : undefined;
+      await postWithProgress('ServiceRequest/$request', { resourceType: 'Parameters', parameter }, 'application/fhir+json', (p) => (this.progress = p));
+      this.files = [];
       sessionStorage.removeItem(this.draftKey);
       const dept = this.departments?.find((x) => x.ref === d.department)?.name ?? d.department;
       navigate(referral ? `/referrals?box=out&status=${d.draft ? 'draft' : 'open'}` : `/requests?sent=${encodeURIComponent(dept)}`);
@@ -162,6 +183,7 @@ export class WlNewConsult extends LitElement {
       this.error = (err as Error).message;
     } finally {
       this.sending = false;
+      this.progress = undefined;
     }
   }
 
@@ -203,6 +225,18 @@ export class WlNewConsult extends LitElement {
         <div class="field">
           <label for="reason">${t(referral ? 'referral.reason' : 'consult.reason')}</label>
           <textarea id="reason" required .value=${d.reason} @input=${(e: Event) => this.save({ reason: (e.target as HTMLTextAreaElement).value })}></textarea>
+        </div>
+        <div class="field">
+          <label for="files">${t('attach.add')}</label>
+          <input id="files" type="file" multiple @change=${(e: Event) => {
+            const input = e.target as HTMLInputElement;
+            this.files = [...this.files, ...(input.files ?? [])];
+            input.value = '';
+          }} />
+          ${this.files.length
+            ? html`<ul data-testid="files">${this.files.map((f, i) => html`<li>${f.name} <span class="muted">(${Math.max(1, Math.round(f.size / 1024))} kB)</span> <button type="button" aria-label=${`${t('attach.remove')}: ${f.name}`} @click=${() => (this.files = this.files.filter((_, j) => j !== i))}>${t('attach.remove')}</button></li>`)}</ul>`
+            : nothing}
+          ${this.progress !== undefined ? html`<label>${t('attach.sending')} <progress max="1" .value=${this.progress}></progress></label>` : nothing}
         </div>
         ${referral
           ? html`<label><input type="checkbox" id="draft" .checked=${d.draft === true} @change=${(e: Event) => this.save({ draft: (e.target as HTMLInputElement).checked })} /> ${t('referral.draft')}</label>`

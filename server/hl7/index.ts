@@ -1,6 +1,8 @@
 // The HL7 v2 feed: startHl7 starts the MLLP listener (and finishes messages a crash left
 // unprocessed); createHl7Router (http.ts) is the HTTP door. server.ts wires both.
-import type { Db } from '../db/pool.ts';
+import type pg from 'pg';
+import { isPGlite, type Db } from '../db/pool.ts';
+import { createPipelinedPool } from './pipelined.ts';
 import type { OutboxRelay } from '../jobs/outbox-relay.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../logger.ts';
@@ -22,6 +24,8 @@ export interface Hl7Deps {
   host: string;
   /** Close MLLP connections idle this long (default mllp.ts DEFAULT_IDLE_TIMEOUT_MS; 0: never). */
   idleTimeoutMs?: number;
+  /** Pipeline the inbound transactions on real PostgreSQL (default true). */
+  pipeline?: boolean;
   /** Start the MLLP listener (config HL7_ENABLED); the outbound side runs either way. */
   listen?: boolean;
   /** With both: outbound REF^I12 / SIU^S12 / ADT^A01 to Endpoint resources, through the job queue. */
@@ -38,6 +42,13 @@ let running: RunningHl7 | undefined;
 
 export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
   const inbound: InboundDeps = { db: deps.db, log: deps.log.child({ component: 'hl7' }), fhirBase: deps.fhirBase };
+  // Pipelined connections for the inbound hot path, on real PostgreSQL only (not the embedded PGlite).
+  const connectionString = deps.db.pool.options.connectionString;
+  let pipelined: pg.Pool | undefined;
+  if (deps.listen !== false && deps.pipeline !== false && connectionString && !(await isPGlite(connectionString))) {
+    pipelined = createPipelinedPool(connectionString, Math.min(deps.db.pool.options.max ?? 10, 10));
+    inbound.pipelined = pipelined;
+  }
   let unsubscribe: (() => void) | undefined;
   if (deps.jobs && deps.outbox) {
     const outbound = { db: deps.db, jobs: deps.jobs, log: inbound.log, fhirBase: deps.fhirBase };
@@ -62,6 +73,7 @@ export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
     async stop() {
       unsubscribe?.();
       await server?.close();
+      await pipelined?.end();
       if (running === handle) running = undefined;
     },
   };

@@ -2,6 +2,7 @@
 // connections against real PostgreSQL (DATABASE_URL, default the local server), each message a
 // new patient + encounter written through the FHIR engine. `npm run bench:hl7`.
 //   HL7_BENCH_MESSAGES  messages per run (default 2000)   HL7_BENCH_POOL  pg pool size (default 10)
+//   HL7_BENCH_PIPELINE=0  without pipelined connections (BEGIN / COMMIT as round trips of their own)
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import pg from 'pg';
@@ -104,14 +105,15 @@ loadDefinitions();
 const database = await createTestDatabase();
 await migrate(database.connectionString);
 const db = createDb(database.connectionString, POOL);
-const hl7 = await startHl7({ db, log: createLogger('silent'), fhirBase: 'http://bench/fhir', port: 0, host: '127.0.0.1' });
+const pipeline = process.env.HL7_BENCH_PIPELINE !== '0';
+const hl7 = await startHl7({ db, log: createLogger('silent'), fhirBase: 'http://bench/fhir', port: 0, host: '127.0.0.1', pipeline });
 try {
   const pids = () => backendPids(db);
   await run(hl7.port, 5, 200, pids); // warm-up: prepared statements, JIT, all pool connections open
   for (const connections of [1, 5]) {
     const r = await run(hl7.port, connections, TOTAL, pids);
     console.log(
-      `ADT^A01 over ${connections} MLLP connection${connections > 1 ? 's' : ''}: ${r.rate.toFixed(0)} messages/s, ACK p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms` +
+      `ADT^A01 over ${connections} MLLP connection${connections > 1 ? 's' : ''}${pipeline ? '' : ' (not pipelined)'}: ${r.rate.toFixed(0)} messages/s, ACK p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms` +
         `, ${r.perMessage.toFixed(1)} SQL statements/message, CPU/message ${r.nodeCpu.toFixed(2)} ms node + ${r.pgCpu.toFixed(2)} ms postgres` +
         `, load average ${loadavg()[0].toFixed(2)}` +
         (r.errors ? `, ${r.errors} not AA` : ''),

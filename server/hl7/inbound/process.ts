@@ -9,9 +9,10 @@
 //   5. record the outcome and commit (original mode: raw message and outcome in one commit),
 //      then answer AA, or AE with ERR (nothing of the message was written; it waits in the
 //      store, status error, to be fixed and reprocessed). No ACK AA before the commit.
-// Original mode costs six round trips per message (BEGIN, locks + clock, match identifiers,
+// Original mode costs six statements per message (BEGIN, locks + clock, match identifiers,
 // write all resources, store the message with its outcome, COMMIT) whatever the number of
-// resources; a resend is recognised by the message's unique key at the end (and rolled back).
+// resources, in four round trips on PostgreSQL (BEGIN and COMMIT are pipelined with their
+// neighbours); a resend is recognised by the message's unique key at the end (and rolled back).
 import type { Bundle } from '@medplum/fhirtypes';
 import type { Db, Queryable } from '../../db/pool.ts';
 import { Repository } from '../../fhir/repository.ts';
@@ -26,11 +27,15 @@ import { checkHeader, mapMessage } from './map.ts';
 import { applyMerge } from './merge.ts';
 import type { MessagePlan } from './plan.ts';
 import { batchable, writePlanBatched, writePlanViaEngine } from './write.ts';
+import type pg from 'pg';
+import { PipelinedTransaction } from '../pipelined.ts';
 import type { OutboundDeps } from '../outbound/queue.ts';
 import { sendApplicationAck } from '../outbound/reply.ts';
 
 export interface InboundDeps {
   db: Db;
+  /** Real PostgreSQL: pipelined connections for original-mode messages (see pipelined.ts). */
+  pipelined?: pg.Pool;
   /** Enhanced mode: application ACKs go back to the sender's configured Endpoint through this. */
   outbound?: OutboundDeps;
   /** Public FHIR base (for fullUrls in transaction responses). */
@@ -168,19 +173,30 @@ async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMe
   } catch (e) {
     return storeRefusal(deps, msg, row, e);
   }
+  // commitWith(last): the last statement, after which the transaction commits.
+  const body = async (client: Queryable, commitWith: <T>(last: Promise<T>) => Promise<T>): Promise<InboundResult> => {
+    const { id, stale } = await store.reserveAndClaim(client, claimOf(plan));
+    let written: string[];
+    try {
+      written = await writePlan(deps, client, plan, id, stale);
+    } catch (e) {
+      throw new Refused(e);
+    }
+    const ack = buildAck(target, 'AA');
+    await commitWith(store.insertFinished(client, id, row, { status: 'processed', ackCode: 'AA', ack, notes: plan.notes, resources: written }));
+    return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources: written };
+  };
   try {
-    return await deps.db.transaction(async (client) => {
-      const { id, stale } = await store.reserveAndClaim(client, claimOf(plan));
-      let written: string[];
-      try {
-        written = await writePlan(deps, client, plan, id, stale);
-      } catch (e) {
-        throw new Refused(e);
-      }
-      const ack = buildAck(target, 'AA');
-      await store.insertFinished(client, id, row, { status: 'processed', ackCode: 'AA', ack, notes: plan.notes, resources: written });
-      return { ack, ackCode: 'AA' as const, messageId: id, status: 'processed' as const, resources: written };
-    });
+    if (!deps.pipelined) return await deps.db.transaction((client) => body(client, (last) => last));
+    const tx = await PipelinedTransaction.open(deps.pipelined);
+    try {
+      return await body(tx, (last) => tx.commitWith(last));
+    } catch (e) {
+      await tx.rollback();
+      throw e;
+    } finally {
+      tx.release();
+    }
   } catch (e) {
     // Stored before (a resend, or a twin sent at the same moment): everything above rolled back;
     // the stored one answers (or is finished, if a crash left it unprocessed).

@@ -1,7 +1,6 @@
 // A real Wardlink server with subscriptions running, a rest-hook receiver and helpers, for the
-// subscription tests. The websocket endpoint is served by startSubscriptions' attach() on the
-// server's own port once server.ts wires it; until then (RunningServer does not expose its
-// http.Server) the harness attaches it to a second local HTTP server.
+// subscription tests. server.ts starts the subscriptions and serves the websocket endpoint on the
+// server's own port (so tests also go through the relay wake-up on API writes).
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Bundle, Parameters } from '@medplum/fhirtypes';
@@ -74,14 +73,9 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
   });
   const log = createLogger(config.logLevel);
   const server = await startServer(config, log);
+  // The running engine server.ts started (one per outbox relay).
   const subs = await startSubscriptions({ config, db: server.db, log, jobs: server.jobs, outbox: server.outbox });
-  const wsServer = createServer((_req, res) => {
-    res.statusCode = 404;
-    res.end();
-  });
-  subs.attach(wsServer);
-  await new Promise<void>((resolve) => wsServer.listen(0, '127.0.0.1', resolve));
-  const wsUrl = `ws://127.0.0.1:${(wsServer.address() as AddressInfo).port}${WS_PATH}`;
+  const wsUrl = `${server.url.replace(/^http/, 'ws')}${WS_PATH}`;
   const token = await systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
   const receiver = await startReceiver();
   return {
@@ -102,8 +96,6 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     tokenFor: (scope) => systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET, scope),
     async close() {
       await receiver.close();
-      await subs.stop();
-      await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       await server.stop();
       await database.drop();
     },

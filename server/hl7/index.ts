@@ -42,6 +42,11 @@ let running: RunningHl7 | undefined;
 
 export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
   const inbound: InboundDeps = { db: deps.db, log: deps.log.child({ component: 'hl7' }), fhirBase: deps.fhirBase };
+  const hold = Number(process.env.WARDLINK_TEST_HOLD_HL7_MS) || 0;
+  if (hold > 0) {
+    inbound.testHoldMs = hold;
+    inbound.log.warn({ holdMs: hold }, 'TEST HOOK: enhanced-mode HL7 v2 processing held after the commit ACK (WARDLINK_TEST_HOLD_HL7_MS)');
+  }
   // Pipelined connections for the inbound hot path, on real PostgreSQL only (not the embedded PGlite).
   const connectionString = deps.db.pool.options.connectionString;
   let pipelined: pg.Pool | undefined;

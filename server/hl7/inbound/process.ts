@@ -34,6 +34,11 @@ import { sendApplicationAck } from '../outbound/reply.ts';
 
 export interface InboundDeps {
   db: Db;
+  /**
+   * TEST HOOK ONLY (tests/hl7/crash.test.ts): enhanced-mode processing waits this long after the
+   * commit ACK, so a test can kill the process between CA and processing. Never set in production.
+   */
+  testHoldMs?: number;
   /** Real PostgreSQL: pipelined connections for original-mode messages (see pipelined.ts). */
   pipelined?: pg.Pool;
   /** Enhanced mode: application ACKs go back to the sender's configured Endpoint through this. */
@@ -142,7 +147,8 @@ export async function receive(deps: InboundDeps, raw: Buffer, via: 'mllp' | 'htt
   if (stored.duplicate && stored.duplicate.status !== 'received') return replay(stored.duplicate);
   const commit = buildAck(target, 'CA');
   await store.recordAck(deps.db, stored.id, 'CA', commit);
-  const processing = processStored(deps, stored.id, msg, mode).then(async (result) => {
+  const held = deps.testHoldMs ? new Promise((r) => setTimeout(r, deps.testHoldMs)) : Promise.resolve();
+  const processing = held.then(() => processStored(deps, stored.id, msg, mode)).then(async (result) => {
     await returnApplicationAck(deps, result, sender, mode);
     return result;
   });

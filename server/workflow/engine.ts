@@ -19,9 +19,9 @@ import type {
   Task,
 } from '@medplum/fhirtypes';
 import { assertVisible } from '../fhir/authorize.ts';
-import { FhirError, badRequest, forbidden, outcome } from '../fhir/outcome.ts';
+import { FhirError, badRequest, forbidden, outcome, preconditionFailed } from '../fhir/outcome.ts';
 import { readWith } from '../fhir/read-with.ts';
-import type { Repository } from '../fhir/repository.ts';
+import type { BatchWrite, Repository } from '../fhir/repository.ts';
 import type { FhirContext } from '../fhir/request.ts';
 import { findMatches } from '../fhir/search/search.ts';
 import type { JobQueue } from '../jobs/queue.ts';
@@ -369,10 +369,11 @@ export async function createRequest(ctx: FhirContext, input: NewRequest): Promis
     }
     const base = input.serviceRequest ?? ({ resourceType: 'ServiceRequest' } as ServiceRequest);
     const draft = input.workflow === 'referral' && input.draft === true;
-    const sr = await repo.create<ServiceRequest>({
+    // The request's resources go to the database in one statement (writeBatch) at the end.
+    const sr: ServiceRequest = {
       ...base,
       resourceType: 'ServiceRequest',
-      id: undefined,
+      id: randomUUID(),
       meta: { profile: [input.workflow === 'consult' ? PROFILE.consultServiceRequest : PROFILE.referralServiceRequest] },
       status: draft ? 'draft' : 'active',
       intent: 'order',
@@ -385,7 +386,7 @@ export async function createRequest(ctx: FhirContext, input: NewRequest): Promis
       ...(input.reason ? { reasonCode: [...(base.reasonCode ?? []), { text: input.reason }] } : {}),
       ...(input.note ? { note: [...(base.note ?? []), { text: input.note, time: now.toISOString() }] } : {}),
       ...(documents.length ? { supportingInfo: [...(base.supportingInfo ?? []), ...documents.map((d) => ({ reference: refOf(d) }))] } : {}),
-    });
+    };
     const seed = input.workflow === 'consult' ? 'PENDING' : draft ? 'DRAFT' : 'SENT';
     const status: TaskStatus = input.workflow === 'consult' ? 'requested' : draft ? 'draft' : 'requested';
     const event: WorkflowEvent = draft ? 'created' : input.workflow === 'referral' ? 'sent' : 'created';
@@ -411,13 +412,18 @@ export async function createRequest(ctx: FhirContext, input: NewRequest): Promis
       restriction: { period: { start: now.toISOString(), end: due.toISOString() }, recipient: [{ reference: input.performer, display: dept.name }] },
       relevantHistory: [{ reference: `Provenance/${provId}` }],
     };
-    const storedTask = await repo.create<Task>(task, undefined, taskId);
-    await repo.create<Provenance>(provenance(tctx, [`Task/${taskId}/_history/1`, refOf(sr)], event, now), undefined, provId);
-    const to = recipientsFor(event, storedTask, sla, requester);
+    const items: BatchWrite[] = [
+      { resource: sr, kind: 'insert' },
+      { resource: task, kind: 'insert' },
+      { resource: { ...provenance(tctx, [`Task/${taskId}/_history/1`, `ServiceRequest/${sr.id}/_history/1`], event, now), id: provId }, kind: 'insert' },
+    ];
+    const to = recipientsFor(event, task, sla, requester);
     if (to.length && !draft) {
-      await repo.create(notification(storedTask, sr, event, to, `New ${input.priority} ${input.workflow} for ${dept.name ?? input.performer}: due ${due.toISOString()}`, now, requester));
+      const text = `New ${input.priority} ${input.workflow} for ${dept.name ?? input.performer}: due ${due.toISOString()}`;
+      items.push({ resource: { ...notification(task, sr, event, to, text, now, requester), id: randomUUID() }, kind: 'insert' });
     }
-    return { serviceRequest: sr, task: storedTask, documents, sla };
+    const written = await repo.writeBatch(items);
+    return { serviceRequest: written[0].resource as ServiceRequest, task: written[1].resource as Task, documents, sla };
   });
   await scheduleTimers(created.task, { sla: created.sla });
   return { serviceRequest: created.serviceRequest, task: created.task, documents: created.documents };
@@ -465,18 +471,29 @@ interface LoadedTask {
   sr: ServiceRequest | undefined;
 }
 
-/** A Task with its department and ServiceRequest: one round trip (server/fhir/read-with.ts). */
-async function readTask(repo: Repository, taskId: string): Promise<LoadedTask> {
-  const r = await readWith<Task>(repo.db, 'Task', taskId, [
-    { path: 'restriction.recipient', type: 'Organization' },
-    { path: 'focus', type: 'ServiceRequest' },
-  ]);
+/**
+ * A Task with its department and ServiceRequest: one round trip (server/fhir/read-with.ts).
+ * forWrite locks the Task and its ServiceRequest rows until the transaction ends, so the change
+ * written from this read cannot lose a concurrent one (the department row is not locked: every
+ * change of the department's requests would queue on it).
+ */
+async function readTask(repo: Repository, taskId: string, forWrite = false): Promise<LoadedTask> {
+  const r = await readWith<Task>(
+    repo.db,
+    'Task',
+    taskId,
+    [
+      { path: 'restriction.recipient', type: 'Organization' },
+      { path: 'focus', type: 'ServiceRequest', lock: forWrite },
+    ],
+    { lock: forWrite },
+  );
   return { task: r.resource, version: r.stored.version, dept: r.referenced[0] as Organization | undefined, sr: r.referenced[1] as ServiceRequest | undefined };
 }
 
 /** Loads and checks a workflow Task the caller may see. */
 async function loadTask(ctx: FhirContext, repo: Repository, taskId: string): Promise<LoadedTask & { workflow: Workflow }> {
-  const loaded = await readTask(repo, taskId);
+  const loaded = await readTask(repo, taskId, true);
   const { task } = loaded;
   if (ctx.access) await assertVisible({ ...ctx, repo, restriction: ctx.restriction ?? ctx.access.check('Task', 'r') }, task);
   const workflow = workflowOf(task);
@@ -555,7 +572,7 @@ export async function applyAction(ctx: FhirContext, taskId: string, action: Acti
         break;
       }
     }
-    return commit(tctx, repo, { task, next, version, sr, srChange, event: t.transition.event, sla, reason: input.reason, extraRecipients, now });
+    return (await commit(tctx, repo, { task, next, version, sr, srChange, event: t.transition.event, sla, reason: input.reason, extraRecipients, now })).task;
   });
   await scheduleTimers(result, { justChanged: true, sla: slaUsed });
   return result;
@@ -590,34 +607,46 @@ interface Change {
   notificationText?: string;
 }
 
-/** Writes one workflow change: the Task version (the outbox event), Provenance, notifications. */
-async function commit(ctx: FhirContext, repo: Repository, c: Change): Promise<Task> {
-  const provId = randomUUID();
+/**
+ * Writes one workflow change in ONE statement (Repository.writeBatch): the Task's next version (its
+ * outbox row is the workflow event), the ServiceRequest change, Provenance, notes and the
+ * notification. The Task and ServiceRequest rows were locked when read (readTask forWrite), so
+ * the versions written are the read ones + 1, which Provenance.target names up front.
+ */
+async function commit(ctx: FhirContext, repo: Repository, c: Change): Promise<{ task: Task; also: Communication[] }> {
   const { next, now } = c;
+  const provId = randomUUID();
   setExt(next, { url: EXT_LAST_EVENT, valueCode: c.event });
   if (c.event !== 'escalated' && (next.status !== c.task.status || seedOf(next) !== seedOf(c.task))) {
     setExt(next, { url: EXT_STATE_SINCE, valueDateTime: now.toISOString() });
   }
   next.relevantHistory = [...(next.relevantHistory ?? []), { reference: `Provenance/${provId}` }];
-  const written = await repo.update(next, { ifMatch: c.version });
-  const stored = written.resource;
-  const targets = [`Task/${stored.id}/_history/${stored.meta?.versionId}`];
+  const items: BatchWrite[] = [{ resource: next, kind: 'upsert' }];
+  const targets = [`Task/${next.id}/_history/${c.version + 1}`];
   if (c.srChange) {
-    const srWritten = await repo.update(c.srChange);
-    targets.push(`ServiceRequest/${srWritten.resource.id}/_history/${srWritten.resource.meta?.versionId}`);
+    items.push({ resource: c.srChange, kind: 'upsert' });
+    targets.push(`ServiceRequest/${c.srChange.id}/_history/${Number(c.sr?.meta?.versionId ?? 0) + 1}`);
   }
-  for (const extra of c.also ?? []) {
-    const made = await repo.create(extra);
-    targets.push(refOf(made));
+  const also = (c.also ?? []).map((extra) => ({ ...extra, id: randomUUID() }));
+  const alsoAt = items.length;
+  for (const extra of also) {
+    items.push({ resource: extra, kind: 'insert' });
+    targets.push(refOf(extra));
   }
-  await repo.create<Provenance>(provenance(ctx, targets, c.event, now, c.reason), undefined, provId);
+  items.push({ resource: { ...provenance(ctx, targets, c.event, now, c.reason), id: provId }, kind: 'insert' });
   const actor = ctx.access?.auth.fhirUser;
-  const to = recipientsFor(c.event, stored, c.sla, actor, c.extraRecipients);
+  const to = recipientsFor(c.event, next, c.sla, actor, c.extraRecipients);
   if (to.length) {
-    const text = c.notificationText ?? `${label(stored)}: ${c.event.replace('-', ' ')}${c.reason ? ` (${c.reason})` : ''}`;
-    await repo.create(notification(stored, c.sr, c.event, to, text, now, actor));
+    const text = c.notificationText ?? `${label(next)}: ${c.event.replace('-', ' ')}${c.reason ? ` (${c.reason})` : ''}`;
+    items.push({ resource: { ...notification(next, c.sr, c.event, to, text, now, actor), id: randomUUID() }, kind: 'insert' });
   }
-  return stored;
+  const written = await repo.writeBatch(items);
+  const stored = written[0].resource as Task;
+  if (stored.meta?.versionId !== String(c.version + 1)) {
+    // Only if the row was not locked by the read: the retry (inTransaction) starts again from a fresh read.
+    throw preconditionFailed(`Task/${next.id} changed while this change was being made`);
+  }
+  return { task: stored, also: written.slice(alsoAt, alsoAt + also.length).map((w) => w.resource as Communication) };
 }
 
 // ------------------------------------------------------------------ notes
@@ -662,8 +691,8 @@ export async function addNote(ctx: FhirContext, taskId: string, text: string): P
       sent: now.toISOString(),
       payload: [{ contentString: text }],
     };
-    const stored = await commit(tctx, repo, { task, next, version, sr, event: 'note-added', sla, now, also: [note], notificationText: `${label(task)}: new note` });
-    return { task: stored, note };
+    const written = await commit(tctx, repo, { task, next, version, sr, event: 'note-added', sla, now, also: [note], notificationText: `${label(task)}: new note` });
+    return { task: written.task, note: written.also[0] };
   });
   return result;
 }
@@ -744,7 +773,7 @@ export async function escalateIfOverdue(ctx: FhirContext, taskId: string): Promi
   let sla: DepartmentSla | undefined;
   const result = await inTransaction(ctx.repo, async (repo): Promise<EscalationResult> => {
     reschedule = undefined;
-    const loaded = await readTask(repo, taskId).catch((e) => {
+    const loaded = await readTask(repo, taskId, true).catch((e) => {
       if (e instanceof FhirError && (e.status === 404 || e.status === 410)) return undefined;
       throw e;
     });
@@ -766,7 +795,7 @@ export async function escalateIfOverdue(ctx: FhirContext, taskId: string): Promi
     const extra = escalateInto(next, sla, level);
     const tctx: FhirContext = { ...ctx, repo, access: undefined };
     const due = dueOf(task) as Date;
-    const written = await commit(tctx, repo, {
+    const { task: written } = await commit(tctx, repo, {
       task,
       next,
       version: loaded.version,

@@ -57,26 +57,28 @@ describe('SQL round trips per workflow change', () => {
     const requester = ctxOf(w.as('requester'), db);
     const head = ctxOf(w.as('cardHead'), db);
     const doc = ctxOf(w.as('cardDoc'), db);
-    // BEGIN, Patient, its visibility, department, ServiceRequest, Task, Provenance, Communication, COMMIT
+    // BEGIN, Patient, its visibility, department, then ServiceRequest + Task + Provenance +
+    // notification in one batched statement, COMMIT (was 9: one statement per resource).
     const create = await measure(() =>
       createRequest(requester, { workflow: 'consult', patient: `Patient/${w.ids.patient}`, performer: `Organization/${w.ids.cardiology}`, priority: 'stat' }),
     );
-    expect(create.n, create.list.join('\n')).toBeLessThanOrEqual(9);
+    expect(create.n, create.list.join('\n')).toBeLessThanOrEqual(6);
     const taskId = create.result.task.id as string;
-    // BEGIN, Task + department + ServiceRequest (one statement), visibility, membership of the
-    // head's department, the new owner exists, Task, Provenance, Communication, COMMIT
+    // BEGIN, Task + department + ServiceRequest (one statement, rows locked), visibility,
+    // membership of the head's department, the new owner exists, Task + Provenance +
+    // notification (one statement), COMMIT (was 11).
     const assign = await measure(() => applyAction(head, taskId, 'assign', { owner: `Practitioner/${w.ids.cardDoc}` }));
-    expect(assign.n, assign.list.join('\n')).toBeLessThanOrEqual(9);
-    // The owner needs no membership lookup.
+    expect(assign.n, assign.list.join('\n')).toBeLessThanOrEqual(7);
+    // The owner needs no membership lookup (was 10).
     const start = await measure(() => applyAction(doc, taskId, 'start'));
-    expect(start.n, start.list.join('\n')).toBeLessThanOrEqual(7);
-    // The timer: BEGIN, Task + department + ServiceRequest, Task, Provenance, Communication, COMMIT.
+    expect(start.n, start.list.join('\n')).toBeLessThanOrEqual(5);
+    // The timer: BEGIN, Task + department + ServiceRequest, the writes, COMMIT (was 8).
     clock.advance(31 * 60_000);
     const esc = await measure(() => escalateIfOverdue(admin, taskId));
     expect(esc.result).toBe('escalated-1');
-    expect(esc.n, esc.list.join('\n')).toBeLessThanOrEqual(6);
+    expect(esc.n, esc.list.join('\n')).toBeLessThanOrEqual(4);
     const complete = await measure(() => applyAction(doc, taskId, 'complete'));
-    expect(complete.n, complete.list.join('\n')).toBeLessThanOrEqual(8);
+    expect(complete.n, complete.list.join('\n')).toBeLessThanOrEqual(5);
     // The reads that were folded into one statement still found what they follow: the department's
     // head was told of the escalation, and the ServiceRequest (focus) was completed.
     const notes = await w.admin.repo.db.query<{ json: string }>(`SELECT content::text AS json FROM "Communication" WHERE content->'about'->0->>'reference' = $1`, [`Task/${taskId}`]);

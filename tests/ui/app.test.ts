@@ -85,7 +85,7 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     await poll(() => p.locator('main h1').textContent()).toBe('Page not found');
   });
 
-  it('navigation follows the role: a receptionist has the start page and referrals, a nurse sees the board without actions', async () => {
+  it('navigation follows the role: a receptionist has the start page and referrals, a nurse sees the board without actions, a patient their own requests', async () => {
     const r = await page();
     await signIn(r, world, 'reception');
     await poll(() => r.locator('nav a').allTextContents()).toEqual(['Home', 'Referrals']);
@@ -97,6 +97,12 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     await poll(() => n.url()).toContain(`/app/board/${world.ids.cardiology}`);
     await poll(() => n.locator('[data-testid=board]').count()).toBe(1);
     expect(await n.locator('[data-action]').count()).toBe(0);
+    // A patient: their own consults and referrals, no staff screens.
+    const pt = await page();
+    await signIn(pt, world, 'patientUser');
+    await poll(() => pt.locator('nav a').allTextContents()).toEqual(['Home', 'My consults and referrals']);
+    await pt.locator('nav a', { hasText: 'My consults and referrals' }).click();
+    await poll(() => pt.locator('wl-my-requests .notice').textContent()).toContain('Nothing has been requested for you yet.');
   });
 
   it('warns before the idle timeout, keeps the session on "Stay signed in", signs out after it; sign-out revokes the grant', async () => {

@@ -101,6 +101,7 @@ export async function startUiWorld(env: Record<string, string> = {}): Promise<Ui
   await person('nurse', 'nurse', 'Nina', 'Nurse');
   await person('reception', 'receptionist', 'Remy', 'Desk');
   await person('partnerDoc', 'clinician', 'Paul', 'Partner', `Organization/${partner.id}`);
+  await person('patientUser', 'patient', 'Pia', 'Patient');
 
   const dept = async (key: string, name: string, sla?: Record<string, number>) => {
     const org = await repo.create<Organization>({

@@ -5,8 +5,11 @@ export const FHIR_BASE = `${ORIGIN}/fhir`;
 export const APP_BASE = '/app';
 export const CLIENT_ID = 'wardlink-ui';
 export const REDIRECT_URI = `${ORIGIN}${APP_BASE}/callback`;
-/** online_access: the refresh token lives as long as the server sign-in session, not 30 days. */
-export const SCOPES = 'openid fhirUser online_access user/*.cruds';
+/**
+ * online_access: the refresh token lives as long as the server sign-in session, not 30 days.
+ * Staff are granted the user/ scopes, patients only the patient/ ones (for their own record).
+ */
+export const SCOPES = 'openid fhirUser online_access user/*.cruds patient/*.cruds';
 
 /** Signed out after this long without a key press, click or touch. */
 export const IDLE_TIMEOUT_MS = 15 * 60_000;

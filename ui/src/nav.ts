@@ -22,6 +22,7 @@ export const NAV: NavItem[] = [
   { path: '/requests', label: 'nav.myRequests', roles: REQUESTERS },
   { path: '/consults/new', label: 'nav.newConsult', roles: REQUESTERS },
   { path: '/referrals', label: 'nav.referrals', roles: REFERRERS },
+  { path: '/my-care', label: 'nav.myCare', roles: ['patient'] },
 ];
 
 export function allowed(roles: Roles, role: Role | undefined): boolean {

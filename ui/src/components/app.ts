@@ -37,6 +37,7 @@ const ROUTES: Route[] = [
   { pattern: '/consults/:id', roles: REFERRERS, render: (p, profile) => html`<wl-consult-detail .profile=${profile} .taskId=${p.id}></wl-consult-detail>` },
   { pattern: '/referrals', roles: REFERRERS, render: (_p, profile) => html`<wl-referrals .profile=${profile}></wl-referrals>` },
   { pattern: '/referrals/new', roles: REQUESTERS, render: (_p, profile) => html`<wl-new-consult .profile=${profile} .workflow=${'referral'}></wl-new-consult>` },
+  { pattern: '/my-care', roles: ['patient'], render: (_p, profile) => html`<wl-my-requests .profile=${profile} .mode=${'patient'}></wl-my-requests>` },
   { pattern: '/requests', roles: REQUESTERS, render: (_p, profile) => html`<wl-my-requests .profile=${profile}></wl-my-requests>` },
 ];
 

@@ -12,7 +12,7 @@ export const en = {
   'nav.referrals': 'Referrals',
   'nav.transport': 'Transport',
   'nav.admin': 'Administration',
-  'nav.myCare': 'My referrals',
+  'nav.myCare': 'My consults and referrals',
   'role.admin': 'Administrator',
   'role.clinician': 'Doctor',
   'role.nurse': 'Nurse',
@@ -210,6 +210,7 @@ export const en = {
   'referral.sent': 'Referral sent to {department}.',
   'attach.remove': 'Remove',
   'attach.sending': 'Sending the request and its attachments',
+  'requests.emptyPatient': 'Nothing has been requested for you yet. Your care team’s consults and referrals will show here.',
 } as const;
 
 export type MessageKey = keyof typeof en;

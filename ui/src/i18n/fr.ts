@@ -14,7 +14,7 @@ export const fr: Catalogue = {
   'nav.referrals': 'Adressages',
   'nav.transport': 'Transports',
   'nav.admin': 'Administration',
-  'nav.myCare': 'Mes adressages',
+  'nav.myCare': 'Mes avis et adressages',
   'role.admin': 'Administrateur',
   'role.clinician': 'Médecin',
   'role.nurse': 'Infirmier·ère',
@@ -217,4 +217,6 @@ export const fr: Catalogue = {
 
   'attach.remove': 'Retirer',
   'attach.sending': 'Envoi de la demande et de ses pièces jointes',
+
+  'requests.emptyPatient': 'Rien n’a encore été demandé pour vous. Les avis et adressages de votre équipe soignante apparaîtront ici.',
 };

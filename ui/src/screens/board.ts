@@ -381,9 +381,23 @@ export class WlBoard extends LitElement {
     `;
   }
 
+  /** Arrow keys, Home and End move between the column tabs (WAI-ARIA tabs pattern). */
+  private tabKey(e: KeyboardEvent, i: number): void {
+    const n = COLUMNS.length;
+    const to = e.key === 'ArrowRight' ? (i + 1) % n : e.key === 'ArrowLeft' ? (i - 1 + n) % n : e.key === 'Home' ? 0 : e.key === 'End' ? n - 1 : -1;
+    if (to < 0) return;
+    e.preventDefault();
+    this.tab = COLUMNS[to];
+    void this.updateComplete.then(() => (this.renderRoot.querySelector(`#tab-${COLUMNS[to]}`) as HTMLElement | null)?.focus());
+  }
+
   private renderColumns(byColumn: Map<Column, Consult[]>): TemplateResult {
     return html`<div class="tabs" role="tablist" aria-label=${t('board.title')}>
-        ${COLUMNS.map((col) => html`<button role="tab" aria-selected=${this.tab === col ? 'true' : 'false'} aria-controls=${`col-${col}`} @click=${() => (this.tab = col)}>${t(COLUMN_LABEL[col])} (${byColumn.get(col)?.length ?? 0})</button>`)}
+        ${COLUMNS.map(
+          (col, i) =>
+            html`<button role="tab" id=${`tab-${col}`} aria-selected=${this.tab === col ? 'true' : 'false'} aria-controls=${`col-${col}`} tabindex=${this.tab === col ? '0' : '-1'}
+              @click=${() => (this.tab = col)} @keydown=${(e: KeyboardEvent) => this.tabKey(e, i)}>${t(COLUMN_LABEL[col])} (${byColumn.get(col)?.length ?? 0})</button>`,
+        )}
       </div>
       <div class="columns" data-testid="board">
         ${COLUMNS.map((col) => {

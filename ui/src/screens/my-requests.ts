@@ -1,5 +1,6 @@
-// The consults the signed-in doctor asked for, newest first, with their workflow status, who
-// has them and the SLA countdown; live: status changes show as they happen.
+// The consults the signed-in doctor asked for (or, for a patient, the consults and referrals about
+// them), newest first, with their workflow status, who has them and the SLA countdown; live:
+// status changes show as they happen.
 import { LitElement, css, html, nothing, type TemplateResult } from 'lit';
 import { repeat } from 'lit/directives/repeat.js';
 import { search } from '../api/fhir.ts';
@@ -13,8 +14,9 @@ import type { Profile } from '../user.ts';
 const OPEN = new Set(['requested', 'received', 'accepted', 'in-progress']);
 
 export class WlMyRequests extends LitElement {
-  static override properties = { profile: { attribute: false }, items: { state: true }, loading: { state: true }, error: { state: true }, now: { state: true }, liveStatus: { state: true } };
+  static override properties = { profile: { attribute: false }, mode: { attribute: false }, items: { state: true }, loading: { state: true }, error: { state: true }, now: { state: true }, liveStatus: { state: true } };
   declare profile: Profile;
+  declare mode: 'requester' | 'patient';
   declare items: Map<string, Consult>;
   declare loading: boolean;
   declare error: string;
@@ -42,6 +44,7 @@ export class WlMyRequests extends LitElement {
 
   constructor() {
     super();
+    this.mode = 'requester';
     this.items = new Map();
     this.loading = true;
     this.error = '';
@@ -81,8 +84,9 @@ export class WlMyRequests extends LitElement {
     try {
       const b = await search('Task', [
         ...(ids ? [['_id', ids.join(',')] as [string, string]] : []),
-        ['requester', this.profile.fhirUser],
-        ['code', `${REQUEST_CATEGORY}|consult`],
+        ...(this.mode === 'patient'
+          ? [['patient', this.profile.fhirUser] as [string, string], ['code', `${REQUEST_CATEGORY}|consult,${REQUEST_CATEGORY}|referral`] as [string, string], ['_include', 'Task:requester'] as [string, string]]
+          : [['requester', this.profile.fhirUser] as [string, string], ['code', `${REQUEST_CATEGORY}|consult`] as [string, string]]),
         ['_include', 'Task:patient'],
         ['_include', 'Task:owner'],
         ['_sort', '-_lastUpdated'],
@@ -103,7 +107,8 @@ export class WlMyRequests extends LitElement {
   override render(): TemplateResult {
     const sent = new URLSearchParams(location.search).get('sent');
     const list = [...this.items.values()].sort((a, b) => (b.authoredOn ?? '').localeCompare(a.authoredOn ?? ''));
-    return html`<h1>${t('requests.title')}</h1>
+    const patient = this.mode === 'patient';
+    return html`<h1>${t(patient ? 'nav.myCare' : 'requests.title')}</h1>
       ${sent ? html`<p class="notice" role="status">${t('consult.sent', { department: sent })}</p>` : nothing}
       ${this.error ? html`<p class="error" role="alert">${this.error} <button @click=${() => void this.load()}>${t('common.retry')}</button></p>` : nothing}
       ${this.loading
@@ -115,7 +120,7 @@ export class WlMyRequests extends LitElement {
                 ${repeat(list, (c) => c.id, (c) => this.row(c))}
               </tbody>
             </table>`
-          : html`<p class="notice">${t('requests.empty')}</p>`}`;
+          : html`<p class="notice">${t(patient ? 'requests.emptyPatient' : 'requests.empty')}</p>`}`;
   }
 
   private row(c: Consult): TemplateResult {
@@ -124,7 +129,7 @@ export class WlMyRequests extends LitElement {
     const level = open ? slaLevel(c, this.now) : 'ok';
     const owner = c.owner && c.owner !== c.department ? c.ownerName || c.owner : '—';
     return html`<tr data-task=${c.id}>
-      <td data-label=${t('card.patient')}><a href=${href(`/consults/${c.id}`)}>${c.patientName}</a><br /><span class="muted">${dateTime(c.authoredOn)}</span></td>
+      <td data-label=${t('card.patient')}>${this.mode === 'patient' ? c.patientName : html`<a href=${href(`/consults/${c.id}`)}>${c.patientName}</a>`}<br /><span class="muted">${dateTime(c.authoredOn)}</span></td>
       <td data-label=${t('consult.department')}>${c.departmentName || c.department}</td>
       <td data-label=${t('consult.priority')}>${t(`priority.${c.priority}` as MessageKey)}</td>
       <td data-label=${t('card.reason')}>${c.reason}</td>

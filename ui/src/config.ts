@@ -17,3 +17,9 @@ export const IDLE_TIMEOUT_MS = 15 * 60_000;
 export const IDLE_WARNING_MS = 60_000;
 /** Access tokens are refreshed this long before they expire. */
 export const REFRESH_EARLY_MS = 60_000;
+/**
+ * ...and at least this often: an online_access refresh token lives only while the server's
+ * sign-in session does (SESSION_IDLE_MINUTES, 15 by default), and a refresh is what keeps that
+ * session alive (FHIR calls do not), so a working user is never cut off at the next refresh.
+ */
+export const SESSION_KEEPALIVE_MS = 4 * 60_000;

@@ -3,7 +3,7 @@
 // time), sign-out with revocation, and the idle timeout with its warning. Timers run on the
 // monotonic clock (performance.now): a change of the wall clock neither signs anyone out nor
 // skips a refresh.
-import { IDLE_TIMEOUT_MS, IDLE_WARNING_MS, REFRESH_EARLY_MS } from '../config.ts';
+import { IDLE_TIMEOUT_MS, IDLE_WARNING_MS, REFRESH_EARLY_MS, SESSION_KEEPALIVE_MS } from '../config.ts';
 import { claimsOf, refresh, revoke, type TokenSet } from './smart.ts';
 
 const TOKENS_KEY = 'wl.auth.tokens';
@@ -69,7 +69,7 @@ class Session extends EventTarget {
     this.expiresMono = performance.now() + (tokens.expiresAt - Date.now());
     clearTimeout(this.refreshTimer);
     if (tokens.refreshToken) {
-      const wait = Math.max(5_000, this.expiresMono - performance.now() - REFRESH_EARLY_MS);
+      const wait = Math.max(5_000, Math.min(this.expiresMono - performance.now() - REFRESH_EARLY_MS, SESSION_KEEPALIVE_MS));
       this.refreshTimer = setTimeout(() => void this.refreshNow().catch(() => undefined), wait);
     }
     this.startIdleWatch();

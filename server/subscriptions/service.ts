@@ -20,6 +20,7 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db/pool.ts';
 import { instantSql } from '../db/pool.ts';
 import { assertVisible } from '../fhir/authorize.ts';
+import { FhirError } from '../fhir/outcome.ts';
 import { Repository } from '../fhir/repository.ts';
 import type { FhirContext } from '../fhir/request.ts';
 import type { OutboxRelay, ResourceEvent } from '../jobs/outbox-relay.ts';
@@ -52,6 +53,8 @@ export interface Entry {
   ownerKey: string;
   /** events-since-subscription-start as far as this process knows (numbering, fan-out, reload). */
   eventsSince: bigint;
+  /** When this process first saw this version of the Subscription (Date.now()). */
+  seenAt: number;
 }
 
 /** Something that pushes events to websocket clients (the hub). */
@@ -207,6 +210,7 @@ export class SubscriptionService {
       restrictions: new Map(),
       ownerKey: owner ? JSON.stringify([owner.subject, owner.role, owner.patient, owner.fhirUser, owner.organization, [...owner.scopes].sort()]) : '',
       eventsSince: prior && prior.eventsSince > since ? prior.eventsSince : since,
+      seenAt: prior && prior.cfg.status === cfg.status ? prior.seenAt : Date.now(),
     };
     this.subs.set(cfg.id, entry);
     this.filterIndex.add(cfg.id, cfg.filters);
@@ -329,8 +333,11 @@ export class SubscriptionService {
         if (entry) entry.cfg.status = status;
         if (status !== 'active') this.remove(id);
         return;
-      } catch {
-        // changed meanwhile: read again
+      } catch (err) {
+        // Changed meanwhile (412): read again. Anything else (the database under strain...)
+        // is thrown, so the outbox batch or job that asked is retried rather than the change
+        // being lost.
+        if (!(err instanceof FhirError && err.status === 412)) throw err;
       }
     }
   }
@@ -619,7 +626,7 @@ export class SubscriptionService {
   /** Could this owner read the resource (outside the batch path: no shared memo). */
   async mayRead(owner: AuthContext | undefined, resource: Resource): Promise<boolean> {
     if (!owner) return true;
-    const entry: Entry = { cfg: undefined as never, owner, policy: new AccessPolicy(owner), restrictions: new Map(), ownerKey: '', eventsSince: 0n };
+    const entry: Entry = { cfg: undefined as never, owner, policy: new AccessPolicy(owner), restrictions: new Map(), ownerKey: '', eventsSince: 0n, seenAt: 0 };
     return this.mayReadShared(entry, resource, new Map());
   }
 
@@ -701,9 +708,10 @@ export class SubscriptionService {
         await this.post(entry, 'handshake', [], this.statusInfo(entry, state, 'requested'));
         await this.deps.db.query(`UPDATE subscription_state SET handshake_done = true WHERE id = $1`, [id]);
         await this.sent(id);
-        await this.setStatus(id, 'active');
         state = (await this.state(id)) as StateRow;
       }
+      // After the handshake (again if setting the status failed on an earlier run).
+      if (entry.cfg.status === 'requested') await this.setStatus(id, 'active');
       let sent = false;
       const max = entry.cfg.maxCount;
       for (;;) {
@@ -782,9 +790,14 @@ export class SubscriptionService {
       await this.syncRegistry();
       const now = Date.now();
       for (const entry of [...this.subs.values()]) {
+        const id = entry.cfg.id;
+        const failed = (err: unknown) => this.log.warn({ err, subscription: id }, 'subscription status change failed; retried next second');
         if (entry.cfg.end && entry.cfg.end <= now) {
-          this.remove(entry.cfg.id);
-          await this.setStatus(entry.cfg.id, 'off');
+          this.remove(id);
+          await this.setStatus(id, 'off').catch(failed);
+        } else if (entry.cfg.channelType === 'websocket' && entry.cfg.status === 'requested' && now - entry.seenAt > 5000) {
+          // Its own outbox event should have activated it; if that failed, activate it here.
+          await this.setStatus(id, 'active').catch(failed);
         }
       }
       const hooks = [...this.subs.values()].filter((e) => e.cfg.channelType === 'rest-hook');

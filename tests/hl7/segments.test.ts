@@ -1,6 +1,6 @@
 // Field-level tests of the IN1 (Coverage), GT1 (Account + RelatedPerson), ROL and SPM (Specimen)
 // segment maps, through the real MLLP listener on a fresh database.
-import type { Account, Coverage, DiagnosticReport, Encounter, Observation, Patient, RelatedPerson, Specimen } from '@medplum/fhirtypes';
+import type { Account, Coverage, DiagnosticReport, Encounter, Observation, Patient, Practitioner, RelatedPerson, Specimen } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MllpClient, findBy, mkMessage, parseAck, startHl7Env, type Hl7Env } from './support.ts';
 
@@ -162,5 +162,40 @@ describe('ORU: SPM', () => {
     expect(report.specimen).toEqual([{ reference: `Specimen/${specimen.id}` }]);
     const obs = await env.repo.readResource<Observation>('Observation', (report.result?.[0].reference as string).split('/')[1]);
     expect(obs.specimen).toEqual({ reference: `Specimen/${specimen.id}` });
+  });
+});
+
+describe('two entries resolving to one stored record', () => {
+  it('runs entry by entry through the engine when two PRD identifiers belong to one Practitioner', async () => {
+    const a = uid('PA');
+    const b = uid('PB');
+    const existing = await env.repo.create<Practitioner>({
+      resourceType: 'Practitioner',
+      identifier: [
+        { system: 'urn:wardlink:hl7v2:provider-id:SL', value: a },
+        { system: 'urn:wardlink:hl7v2:provider-id:SL', value: b },
+      ],
+      name: [{ family: 'Twin' }],
+    });
+    const ref = uid('R');
+    expect(
+      await send([
+        `MSH|^~\\&|REFAPP|REFFAC|WARDLINK|HOSP|20240301120000||REF^I12^REF_I12|${uid('C')}|P|2.5.1`,
+        `RF1|P^Pending^HL70283|R^Routine^HL70280|||O^Outpatient^HL70284|${ref}^EPIC|20240301`,
+        `PRD|RP^Referring Provider^HL70286|Twin^Tom^^^Dr|||||${a}^SL`,
+        `PRD|RT^Referred to Provider^HL70286|Twin^Tess^^^Dr|||||${b}^SL`,
+        `PID|1||${uid('M')}^^^&1.2.3.4&ISO^MR||Doe^Two||19600101|M`,
+      ]),
+    ).toBe('AA');
+    // As PUT Practitioner?identifier=a then PUT Practitioner?identifier=b one after the other:
+    // the first rewrites the record (to identifier a only), so the second matches nothing and
+    // creates Tess. One statement could not have written the record twice.
+    const [first] = (await findBy(env, 'Practitioner', [['identifier', `urn:wardlink:hl7v2:provider-id:SL|${a}`]])) as Practitioner[];
+    expect(first.id).toBe(existing.id);
+    expect(first.meta?.versionId).toBe('2');
+    expect(first.name?.[0].given).toEqual(['Tom']);
+    const [second] = (await findBy(env, 'Practitioner', [['identifier', `urn:wardlink:hl7v2:provider-id:SL|${b}`]])) as Practitioner[];
+    expect(second.id).not.toBe(existing.id);
+    expect(second.name?.[0].given).toEqual(['Tess']);
   });
 });

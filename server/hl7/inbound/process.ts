@@ -329,7 +329,8 @@ async function writePlan(deps: InboundDeps, client: Queryable, plan: MessagePlan
   const repo = new Repository(client, { baseUrl: deps.fhirBase });
   const stale = claimed ?? (await store.claimKeys(client, messageId, claimOf(plan)));
   if (stale.size) plan.notes.push(`Newer data already applied for ${[...stale].map((k) => k.split('|')[0]).join(', ')}: not overwritten`);
-  const locations = batchable(plan) ? await writePlanBatched(repo, plan, stale) : await writePlanViaEngine(fhirContext(deps, repo), plan, stale);
+  const locations =
+    (batchable(plan) ? await writePlanBatched(repo, plan, stale) : undefined) ?? (await writePlanViaEngine(fhirContext(deps, repo), plan, stale));
   const written = locations.filter(Boolean);
   if (plan.merge) {
     const index = plan.entries.findIndex((p) => p.entry.fullUrl === plan.merge?.survivor);

@@ -13,8 +13,12 @@ import { hasWriteHook, route } from '../../fhir/router.ts';
 import type { FhirContext } from '../../fhir/request.ts';
 import type { MessagePlan } from './plan.ts';
 
-/** Type/id/_history/version of every entry, in plan order. */
-export async function writePlanBatched(repo: Repository, plan: MessagePlan, stale: Set<string>): Promise<string[]> {
+/**
+ * Type/id/_history/version of every entry, in plan order; undefined when two entries resolved
+ * to the same stored resource (two identifiers of one record), which one statement cannot
+ * write twice: the caller then runs the plan entry by entry through the engine.
+ */
+export async function writePlanBatched(repo: Repository, plan: MessagePlan, stale: Set<string>): Promise<string[] | undefined> {
   const upserts = plan.entries.filter((p) => p.key);
   const matches = await repo.matchIdentifiers(
     upserts.map((p) => ({ type: p.entry.resource?.resourceType as string, system: p.key?.system, value: p.key?.value as string })),
@@ -40,6 +44,8 @@ export async function writePlanBatched(repo: Repository, plan: MessagePlan, stal
     }
     if (p.entry.fullUrl) ids.set(p.entry.fullUrl, `${type}/${match?.id ?? resource.id}`);
   });
+  const targets = new Set(writes.map(({ write }) => `${write.resource.resourceType}/${write.resource.id}`));
+  if (targets.size < writes.length) return undefined;
   for (const { write } of writes) rewriteReferences(write.resource, ids);
   const results = await repo.writeBatch(writes.map((w) => w.write));
   results.forEach((r, i) => {

@@ -53,12 +53,16 @@ export async function up(knex: Knex): Promise<void> {
   // resource. Expression indexes on the resource tables (not index rows): they follow each write
   // with no work in the application, and the expressions must stay exactly those of
   // search/compile.ts fullTextSql() for the planner to use them.
-  for (const type of loadDefinitions()) {
-    await knex.raw(`
+  // One statement list (one round trip): 292 indexes on mostly empty tables.
+  await knex.raw(
+    loadDefinitions()
+      .map(
+        (type) => `
       CREATE INDEX "${type}_text" ON "${type}" USING gin (to_tsvector('simple'::regconfig, content #>> '{text,div}'));
-      CREATE INDEX "${type}_content" ON "${type}" USING gin (jsonb_to_tsvector('simple'::regconfig, content, '["string"]'));
-    `);
-  }
+      CREATE INDEX "${type}_content" ON "${type}" USING gin (jsonb_to_tsvector('simple'::regconfig, content, '["string"]'));`,
+      )
+      .join(''),
+  );
 }
 
 export async function down(): Promise<void> {

@@ -11,8 +11,6 @@ import type { FhirContext } from '../../server/fhir/request.ts';
 import { createRequest } from '../../server/workflow/engine.ts';
 import { hasChromium, launchChromium, newContext, poll, shot, signIn, startUiWorld, type UiWorld } from './support.ts';
 
-if (!hasChromium) console.warn('tests/ui skipped: /usr/bin/chromium is missing (apt-get install -y --no-install-recommends chromium)');
-
 describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
   let world: UiWorld;
   let browser: Browser;

@@ -3,7 +3,7 @@
 // is lost across restarts: re-adding a jobId replaces the pending job), and, with the outbox
 // relay, re-scheduling when a Task's due time is changed by a plain update.
 import type { Task } from '@medplum/fhirtypes';
-import type { Db } from '../db/pool.ts';
+import { createDb, type Db } from '../db/pool.ts';
 import { Repository } from '../fhir/repository.ts';
 import type { FhirContext } from '../fhir/request.ts';
 import type { OutboxRelay } from '../jobs/outbox-relay.ts';
@@ -46,6 +46,13 @@ export interface WorkflowDeps {
   slaConcurrency?: number;
   /** Skip the start sweep (tests that drive it themselves). */
   sweep?: boolean;
+  /**
+   * Connections of the timers' own pool (default slaConcurrency + 1; 0: share `db`). SLA timers
+   * and reminders then never wait for a connection behind a burst of HTTP requests holding the
+   * server's pool: lateness is what the SLA is judged on. Only with BullMQ (production, a real
+   * PostgreSQL); the embedded database takes one connection.
+   */
+  timerPoolSize?: number;
 }
 
 export interface WorkflowRuntimeHandle {
@@ -74,12 +81,31 @@ export async function startWorkflow(deps: WorkflowDeps): Promise<WorkflowRuntime
     maxBinaryBytes: 10 * 1024 * 1024,
     log,
   };
+  const slaConcurrency = deps.slaConcurrency ?? 8;
+  const poolSize = deps.timerPoolSize ?? slaConcurrency + 1;
+  const connectionString = deps.db.pool.options.connectionString;
+  const timerDb = poolSize > 0 && deps.jobs.kind === 'bullmq' && connectionString ? createDb(connectionString, poolSize) : undefined;
+  const timerCtx: FhirContext = timerDb ? { ...ctx, repo: new Repository(timerDb, { baseUrl: deps.fhirBase }, timerDb) } : ctx;
+  // While stopping, handlers still running on the timer pool finish; new ones use the server's
+  // pool (closed only after the job queue), so closing the timer pool never fails a job.
+  let stopping = false;
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  const onTimerPool = async <T>(fn: (c: FhirContext) => Promise<T>): Promise<T> => {
+    if (stopping || !timerDb) return fn(ctx);
+    inFlight++;
+    try {
+      return await fn(timerCtx);
+    } finally {
+      if (--inFlight === 0) drained?.();
+    }
+  };
   deps.jobs.process<SlaJobData>(SLA_QUEUE, async (job) => {
-    const result = await escalateIfOverdue(ctx, job.data.taskId);
+    const result = await onTimerPool((c) => escalateIfOverdue(c, job.data.taskId));
     log.debug({ task: job.data.taskId, result }, 'SLA timer fired');
-  }, { concurrency: deps.slaConcurrency ?? 8 });
+  }, { concurrency: slaConcurrency });
   deps.jobs.process<ReminderJobData>(REMINDER_QUEUE, async (job) => {
-    await remind(ctx, job.data);
+    await onTimerPool((c) => remind(c, job.data));
   });
   let unsubscribe: (() => void) | undefined;
   if (deps.outbox) {
@@ -106,6 +132,9 @@ export async function startWorkflow(deps: WorkflowDeps): Promise<WorkflowRuntime
     sweep,
     async stop() {
       unsubscribe?.();
+      stopping = true;
+      if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
+      await timerDb?.close();
     },
   };
 }

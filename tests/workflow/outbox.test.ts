@@ -84,6 +84,7 @@ describe('one outbox event and the right notifications per change, in one transa
     await step('cardDoc', task.id, '$accept', {}, 'accepted', ['requester']);
     const note = await step('cardDoc', task.id, '$add-note', { text: 'Seen, echo tomorrow' }, 'note-added', ['requester']);
     expect(note.out.notes).toHaveLength(1);
+    expect(note.res.body.id).toBe(note.out.notes[0].id); // $add-note answers the stored note
     await step('cardDoc', task.id, '$follow-up', {}, 'follow-up', ['requester']);
     await step('cardDoc', task.id, '$complete', {}, 'completed', ['requester']);
   });

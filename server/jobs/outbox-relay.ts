@@ -329,14 +329,11 @@ export class OutboxRelay {
     const done = this.deferredDone;
     this.deferredDone = [];
     try {
-      const res = await this.db.query<OutboxRow>(`SELECT * FROM wl_outbox_claim($1, $2, $3, $4, $5, $6::bigint[])`, [
-        this.owner,
-        this.leaseMs,
-        this.batchSize,
-        this.holdMs,
-        CLAIM_LOCK,
-        done,
-      ]);
+      const res = await this.db.query<OutboxRow>({
+        name: 'outbox:claim',
+        text: `SELECT * FROM wl_outbox_claim($1, $2, $3, $4, $5, $6::bigint[])`,
+        values: [this.owner, this.leaseMs, this.batchSize, this.holdMs, CLAIM_LOCK, done],
+      });
       return res.rows;
     } catch (err) {
       this.deferredDone = [...done, ...this.deferredDone]; // not marked: try again

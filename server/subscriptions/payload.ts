@@ -18,13 +18,14 @@ export async function readVersions(db: Queryable, keys: VersionKey[]): Promise<M
   const unique = new Map(keys.map((k) => [versionKey(k.type, k.id, k.version), k]));
   if (unique.size === 0) return out;
   const list = [...unique.values()];
-  const res = await db.query<{ t: string; i: string; v: number; json: string }>(
-    `SELECT h.resource_type AS t, h.id AS i, h.version AS v, h.content::text AS json
+  const res = await db.query<{ t: string; i: string; v: number; json: string }>({
+    name: 'subscriptions:read-versions',
+    text: `SELECT h.resource_type AS t, h.id AS i, h.version AS v, h.content::text AS json
      FROM unnest($1::text[], $2::text[], $3::int[]) AS k(t, i, v)
      JOIN resource_history h ON h.resource_type = k.t AND h.id = k.i AND h.version = k.v
      WHERE NOT h.deleted AND h.content IS NOT NULL`,
-    [list.map((k) => k.type), list.map((k) => k.id), list.map((k) => k.version)],
-  );
+    values: [list.map((k) => k.type), list.map((k) => k.id), list.map((k) => k.version)],
+  });
   for (const row of res.rows) out.set(versionKey(row.t, row.i, row.v), JSON.parse(row.json) as Resource);
   return out;
 }

@@ -267,12 +267,13 @@ export class SubscriptionService {
 
   /** Returns how many Subscriptions it re-read. */
   private async syncOnce(): Promise<number> {
-    const res = await this.deps.db.query<{ id: string; resource_id: string; pending: boolean }>(
-      `SELECT id::text, resource_id, processed_at IS NULL AS pending FROM outbox WHERE resource_type = 'Subscription' AND id > $1::bigint
+    const res = await this.deps.db.query<{ id: string; resource_id: string; pending: boolean }>({
+      name: 'subscriptions:sync',
+      text: `SELECT id::text, resource_id, processed_at IS NULL AS pending FROM outbox WHERE resource_type = 'Subscription' AND id > $1::bigint
        UNION ALL
        SELECT id::text, resource_id, true FROM outbox WHERE resource_type = 'Subscription' AND processed_at IS NULL AND id <= $1::bigint`,
-      [this.syncedThrough.toString()],
-    );
+      values: [this.syncedThrough.toString()],
+    });
     const ids = new Set<string>();
     let top = this.syncedThrough;
     for (const row of res.rows) {
@@ -481,8 +482,10 @@ export class SubscriptionService {
       act: m.event.action,
       ctx: m.context.length ? m.context : null,
     }));
-    const res = await this.deps.db.query<{ sid: string; oid: string; num: string; failures: number }>(
-      `WITH input AS (
+    // A named (prepared) statement: planned once per connection, not per batch.
+    const res = await this.deps.db.query<{ sid: string; oid: string; num: string; failures: number }>({
+      name: 'subscriptions:number',
+      text: `WITH input AS (
          SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(sid text, oid bigint, at timestamptz, ft text, fi text, fv integer, act text, ctx text[])
        ),
        prior AS (
@@ -511,8 +514,8 @@ export class SubscriptionService {
        SELECT sid, oid::text, num::text, failures FROM numbered
        UNION ALL
        SELECT p.sid, p.oid::text, p.num::text, coalesce(st.failures, 0) FROM prior p LEFT JOIN subscription_state st ON st.id = p.sid`,
-      [JSON.stringify(input)],
-    );
+      values: [JSON.stringify(input)],
+    });
     const byKey = new Map(matches.map((m) => [`${m.entry.cfg.id} ${m.event.eventId}`, m]));
     const out: { entry: Entry; row: EventRow; failures: number }[] = [];
     for (const r of res.rows) {

@@ -9,7 +9,8 @@
 // PL/pgSQL function each statement takes a fresh snapshot, so the UPDATE still sees every claim
 // committed before the advisory lock was granted (what keeps each resource's events in order
 // across processes, server/jobs/outbox-relay.ts). It first marks the previous batch processed
-// (the relay passes those ids when it claims again at once), saving that round trip too.
+// (the relay passes those ids when it claims again at once), saving that round trip too, and
+// commits without waiting for the WAL flush (see the function).
 import type { Knex } from 'knex';
 
 export const name = '008_subscriptions_perf';
@@ -25,6 +26,9 @@ export async function up(knex: Knex): Promise<void> {
     LANGUAGE plpgsql VOLATILE AS $$
     #variable_conflict use_column
     BEGIN
+      -- A lease and "processed" marks need not wait for the WAL flush: lost in a database crash,
+      -- they only make events be delivered again (at least once, as always).
+      PERFORM set_config('synchronous_commit', 'off', true);
       IF cardinality(p_done) > 0 THEN
         UPDATE outbox SET processed_at = clock_timestamp(), claimed_until = NULL WHERE outbox.id = ANY(p_done);
       END IF;

@@ -1,7 +1,7 @@
 // The HL7 v2 feed: startHl7 starts the MLLP listener (and finishes messages a crash left
 // unprocessed); createHl7Router (http.ts) is the HTTP door. server.ts wires both.
 import type pg from 'pg';
-import { isPGlite, type Db } from '../db/pool.ts';
+import type { Db } from '../db/pool.ts';
 import { createPipelinedPool } from './pipelined.ts';
 import type { OutboxRelay } from '../jobs/outbox-relay.ts';
 import type { JobQueue } from '../jobs/queue.ts';
@@ -50,7 +50,7 @@ export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
   // Pipelined connections for the inbound hot path, on real PostgreSQL only (not the embedded PGlite).
   const connectionString = deps.db.pool.options.connectionString;
   let pipelined: pg.Pool | undefined;
-  if (deps.listen !== false && deps.pipeline !== false && connectionString && !(await isPGlite(connectionString))) {
+  if (deps.listen !== false && deps.pipeline !== false && connectionString && !(await embedded(deps.db))) {
     pipelined = createPipelinedPool(connectionString, Math.min(deps.db.pool.options.max ?? 10, 10));
     inbound.pipelined = pipelined;
   }
@@ -84,6 +84,15 @@ export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
   };
   running = handle;
   return handle;
+}
+
+/**
+ * True on the embedded PGlite (asked over the pool's own connection: its socket server serves
+ * one connection at a time, so a second one must not be opened just to ask).
+ */
+async function embedded(db: Db): Promise<boolean> {
+  const res = await db.query<{ version: string }>('SELECT version()');
+  return res.rows[0].version.includes('PGlite');
 }
 
 export async function stopHl7(): Promise<void> {

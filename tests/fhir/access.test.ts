@@ -185,6 +185,26 @@ describe('roles and organisations', () => {
     expect(obs.entry.every((e: any) => e.resource.subject.reference === `Patient/${ids.alice}`)).toBe(true);
   });
 
+  it('the organisation rule treats a record that names no patient the same in reads and searches', async () => {
+    const taskProvenance = await call(admin, 'POST', 'Provenance', {
+      resourceType: 'Provenance',
+      target: [{ reference: `ServiceRequest/${ids.consult}` }],
+      recorded: '2026-01-01T00:00:00Z',
+      agent: [{ who: { reference: `Practitioner/${ids.doc}` } }],
+    });
+    const bobProvenance = await call(admin, 'POST', 'Provenance', {
+      resourceType: 'Provenance',
+      target: [{ reference: `Patient/${ids.bob}` }],
+      recorded: '2026-01-01T00:00:00Z',
+      agent: [{ who: { reference: `Practitioner/${ids.doc}` } }],
+    });
+    const ctx = ctxFor({ scopes: ['user/*.rs'], role: 'clinician', organization: `Organization/${ids.org1}` });
+    expect((await call(ctx, 'GET', `Provenance/${taskProvenance.body.id}`)).status).toBe(200);
+    expect((await call(ctx, 'GET', `Provenance/${bobProvenance.body.id}`)).status).toBe(403);
+    const found = idsIn((await call(ctx, 'GET', `Provenance?_id=${taskProvenance.body.id},${bobProvenance.body.id}`)).body);
+    expect(found).toEqual([taskProvenance.body.id]);
+  });
+
   it('only administrators read the audit trail', async () => {
     const clinician = ctxFor({ scopes: ['user/*.rs'], role: 'clinician' });
     expect((await call(clinician, 'GET', 'AuditEvent')).status).toBe(403);

@@ -614,15 +614,21 @@ function restrictionSql(sql: SqlBuilder, type: string, alias: string, r: Restric
   if (r.patientCompartment) conds.push(viaPatients((pid) => `${pid} = ${sql.bind(r.patientCompartment)}`));
   if (r.organization) {
     const org = sql.bind(r.organization.replace(/^Organization\//, ''));
-    conds.push(
-      viaPatients(
+    // As for single reads (authorize.ts meets()): a row that names no patient at all (e.g. a
+    // Provenance of a Task) holds no patient's data, so the organisation rule does not hide it.
+    const namesNoPatient =
+      type === 'Patient'
+        ? undefined
+        : `NOT EXISTS (SELECT 1 FROM idx_reference np WHERE np.resource_type = ${sql.bind(type)} AND np.resource_id = ${alias}.id
+            AND np.param = ANY(${sql.bind(params ?? [])}::text[]) AND np.target_type = 'Patient')`;
+    const shared = viaPatients(
         (pid) => `(EXISTS (SELECT 1 FROM idx_reference mo WHERE mo.resource_type = 'Patient' AND mo.resource_id = ${pid}
             AND mo.param = 'organization' AND mo.target_type = 'Organization' AND mo.target_id = ${org})
           OR EXISTS (SELECT 1 FROM idx_reference sr JOIN idx_reference so ON so.resource_type = 'ServiceRequest' AND so.resource_id = sr.resource_id
             AND so.param IN ('performer', 'requester') AND so.target_type = 'Organization' AND so.target_id = ${org}
             WHERE sr.resource_type = 'ServiceRequest' AND sr.param = 'subject' AND sr.target_type = 'Patient' AND sr.target_id = ${pid}))`,
-      ),
     );
+    conds.push(namesNoPatient ? `(${shared} OR ${namesNoPatient})` : shared);
   }
   return conds.length ? conds.join(' AND ') : undefined;
 }

@@ -120,12 +120,16 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     await p.clock.fastForward('15:01');
     await poll(() => p.locator('main').textContent()).toContain('You were signed out after 15 minutes without activity.');
     expect(await p.evaluate(() => sessionStorage.getItem('wl.auth.tokens'))).toBeNull();
+    // The server sign-in may still be alive: the page offers to end it too.
+    expect(await p.locator('a', { hasText: 'Also end the sign-in on this computer' }).getAttribute('href')).toContain('/oauth2/logout?client_id=wardlink-ui');
 
     // Sign-out by the user: the refresh token stops working at the server.
     const q = await page();
     await signIn(q, world, 'cardDoc');
     const tokens = JSON.parse((await q.evaluate(() => sessionStorage.getItem('wl.auth.tokens'))) as string) as { refreshToken: string };
     await q.locator('#sign-out').click();
+    // Through the server's end-session endpoint and back to the app.
+    await q.waitForURL((u) => u.pathname.startsWith('/app') && !u.search.includes('signed-out'));
     await poll(() => q.locator('main').textContent()).toContain('You are signed out.');
     const res = await fetch(`${world.server.url}/oauth2/token`, {
       method: 'POST',
@@ -133,6 +137,10 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     });
     expect(res.status).toBe(400);
     await shot(q, 'signed-out');
+    // The server sign-in ended too: signing in again asks for the password.
+    await q.locator('#sign-in').click();
+    await q.waitForURL(/\/oauth2\/signin/);
+    expect(await q.locator('#password').isVisible()).toBe(true);
   });
 
   it('main screens pass axe-core WCAG 2.1 A/AA checks (no serious or critical violations), at desktop and phone width', async () => {

@@ -5,6 +5,8 @@ export const FHIR_BASE = `${ORIGIN}/fhir`;
 export const APP_BASE = '/app';
 export const CLIENT_ID = 'wardlink-ui';
 export const REDIRECT_URI = `${ORIGIN}${APP_BASE}/callback`;
+/** Where the server's sign-out sends the browser back to (the app shows "You are signed out."). */
+export const SIGNED_OUT_URI = `${ORIGIN}${APP_BASE}/?signed-out`;
 /**
  * online_access: the refresh token lives as long as the server sign-in session, not 30 days.
  * Staff are granted the user/ scopes, patients only the patient/ ones (for their own record).

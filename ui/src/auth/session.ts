@@ -4,7 +4,7 @@
 // monotonic clock (performance.now): a change of the wall clock neither signs anyone out nor
 // skips a refresh.
 import { IDLE_TIMEOUT_MS, IDLE_WARNING_MS, REFRESH_EARLY_MS, SESSION_KEEPALIVE_MS } from '../config.ts';
-import { claimsOf, refresh, revoke, type TokenSet } from './smart.ts';
+import { claimsOf, endSessionUrl, refresh, revoke, type TokenSet } from './smart.ts';
 
 const TOKENS_KEY = 'wl.auth.tokens';
 
@@ -101,13 +101,18 @@ class Session extends EventTarget {
     return this.refreshing;
   }
 
-  /** Signs out: revokes the grant at the server, forgets the tokens. */
+  /**
+   * Signs out: revokes the grant at the server, forgets the tokens. The user's own sign-out also
+   * ends the server sign-in session (a page visit to the server and back); the idle sign-out
+   * doesn't navigate away, and offers that as a link instead.
+   */
   async signOut(reason: SignOutReason = 'user'): Promise<void> {
     const t = this.tokens;
     // While the token still works: let the app clean up (its live Subscription).
     for (const fn of this.cleanups) await fn().catch(() => undefined);
     this.end(reason);
     if (t) await revoke(t.refreshToken ?? t.accessToken);
+    if (reason === 'user') location.assign(endSessionUrl(t?.idToken));
   }
 
   /** Runs `fn` (with a working token) before a sign-out by the user or the idle timeout. */

@@ -2,7 +2,7 @@
 // server only: discovery, the redirect to /oauth2/authorize, the code exchange, refresh and
 // revocation. Kept to what the app needs so the initial bundle stays small (fhirclient would
 // bring its own HTTP and storage layers).
-import { CLIENT_ID, FHIR_BASE, ORIGIN, REDIRECT_URI, SCOPES } from '../config.ts';
+import { CLIENT_ID, FHIR_BASE, ORIGIN, REDIRECT_URI, SCOPES, SIGNED_OUT_URI } from '../config.ts';
 
 export interface SmartConfiguration {
   authorization_endpoint: string;
@@ -116,6 +116,17 @@ export async function revoke(token: string): Promise<void> {
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({ token, client_id: CLIENT_ID }),
   }).catch(() => undefined);
+}
+
+/**
+ * The server's end-session address (OpenID Connect RP-initiated logout): revoking tokens does not
+ * end the person's sign-in on this computer, this does. With the id token the server ends it at
+ * once; without one it asks the person to confirm. Either way the browser comes back to the app.
+ */
+export function endSessionUrl(idToken: string | undefined): string {
+  const params = new URLSearchParams({ client_id: CLIENT_ID, post_logout_redirect_uri: SIGNED_OUT_URI });
+  if (idToken) params.set('id_token_hint', idToken);
+  return `${ORIGIN}/oauth2/logout?${params}`;
 }
 
 /** The claims of a JWT, unverified: for display and navigation only (the server verifies). */

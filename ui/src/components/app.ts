@@ -3,7 +3,7 @@
 // switch, sign-out) and the screen for the current route, and the idle-timeout warning.
 import { LitElement, css, html, nothing, type TemplateResult } from 'lit';
 import { IDLE_TIMEOUT_MS } from '../config.ts';
-import { beginSignIn, completeSignIn, SignInError } from '../auth/smart.ts';
+import { beginSignIn, completeSignIn, endSessionUrl, SignInError } from '../auth/smart.ts';
 import { session, type Role, type SignOutReason } from '../auth/session.ts';
 import { i18nEvents, LANGUAGES, language, setLanguage, t, type Language, type MessageKey } from '../i18n/index.ts';
 import { currentPath, href, match, navigate, routerEvents } from '../router.ts';
@@ -42,10 +42,12 @@ const ROUTES: Route[] = [
 ];
 
 export class WlApp extends LitElement {
-  static override properties = { phase: { state: true }, profile: { state: true }, message: { state: true }, path: { state: true } };
+  static override properties = { phase: { state: true }, profile: { state: true }, message: { state: true }, path: { state: true }, serverSignedIn: { state: true } };
   declare phase: Phase;
   declare profile: Profile | undefined;
   declare message: string;
+  /** Signed out of the app but maybe still signed in at the server (idle or expired): offer to end that too. */
+  declare serverSignedIn: boolean;
   declare path: string;
 
   static override styles = [
@@ -81,6 +83,7 @@ export class WlApp extends LitElement {
     this.phase = 'starting';
     this.profile = undefined;
     this.message = '';
+    this.serverSignedIn = false;
     this.path = currentPath();
   }
 
@@ -112,6 +115,7 @@ export class WlApp extends LitElement {
     const reason = (e as CustomEvent<SignOutReason>).detail;
     void live.stop({ forget: false });
     this.profile = undefined;
+    this.serverSignedIn = reason !== 'user';
     this.message = reason === 'idle' ? t('auth.signedOutIdle', { minutes: Math.round(IDLE_TIMEOUT_MS / 60_000) }) : reason === 'expired' ? t('auth.signedOutExpired') : t('auth.signedOut');
     this.phase = 'signed-out';
   };
@@ -132,6 +136,11 @@ export class WlApp extends LitElement {
       }
     }
     if (!session.signedIn) {
+      // Back from the server's sign-out (SIGNED_OUT_URI).
+      if (new URLSearchParams(location.search).has('signed-out')) {
+        this.message = t('auth.signedOut');
+        history.replaceState(null, '', href('/'));
+      }
       this.phase = 'signed-out';
       return;
     }
@@ -178,7 +187,7 @@ export class WlApp extends LitElement {
           <p>${t('auth.welcome')}</p>
           ${this.message ? html`<p class="notice" role="status">${this.message}</p>` : nothing}
           <p><button class="primary" id="sign-in" @click=${() => this.signIn()}>${t('auth.signIn')}</button></p>
-          ${this.message ? html`<p><a href="/oauth2/account">${t('auth.endServerSession')}</a></p>` : nothing}
+          ${this.serverSignedIn ? html`<p><a href=${endSessionUrl(undefined)}>${t('auth.endServerSession')}</a></p>` : nothing}
           <p>${this.languageSwitch()}</p>
         </main>`;
       case 'failed':

@@ -71,7 +71,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     verifyAccessToken: config.authDisabled ? undefined : auth.verifyAccessToken,
     authRoutes: auth.routes(),
     hl7Routes: createHl7Router(
-      { db, log, fhirBase: `${config.baseUrl}/fhir` },
+      { db, log, fhirBase: `${config.baseUrl}/fhir`, audit },
       { db, jobs: jobsRuntime.jobs, log, fhirBase: `${config.baseUrl}/fhir` },
     ).routes(),
   });
@@ -100,6 +100,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     listen: config.hl7Enabled,
     jobs: jobsRuntime.jobs,
     outbox: jobsRuntime.outbox,
+    audit,
   });
   // Workflow (consults, referrals, SLA timers) and Subscriptions register outbox listeners and
   // job handlers before the relay starts, so no event goes to nobody.

@@ -69,6 +69,24 @@ export interface LoginAudit {
   reason?: string;
 }
 
+/** An HL7 v2 message received (MLLP or POST /hl7/v2?commit=true) and what it wrote. */
+export interface MessageAudit {
+  /** MSH-3|MSH-4 */
+  sender: string;
+  /** e.g. ADT^A01 */
+  messageType?: string;
+  /** MSH-10 */
+  controlId?: string;
+  /** Our stored message's id (admin API /hl7/v2/messages/{id}). */
+  messageId?: string;
+  via: 'mllp' | 'http';
+  /** The ACK code answered: AA / CA stored, AE / AR / CE / CR refused. */
+  ackCode: string;
+  /** Type/id of every resource the message wrote. */
+  resources: string[];
+  description?: string;
+}
+
 /** Reads folded into one event: same agent, same interaction, same outcome, one flush window. */
 interface ReadGroup {
   first: string;
@@ -163,6 +181,46 @@ export class AuditLog {
       outcomeDesc: a.success ? undefined : (a.reason ?? 'Sign-in failed'),
       agent: [user, ...(a.clientId ? [{ who: { identifier: { value: a.clientId } }, requestor: false, type: { coding: [{ system: DCM, code: '110153', display: 'Source Role ID' }] } }] : [])],
       source: this.source(),
+    });
+  }
+
+  /** Records an inbound HL7 v2 message: DICOM "Import", the sender as requestor, what it wrote. */
+  message(a: MessageAudit): void {
+    const ok = a.ackCode === 'AA' || a.ackCode === 'CA';
+    const entity: AuditEventEntity[] = a.resources.map((r) =>
+      r.startsWith('Patient/')
+        ? { what: { reference: r }, type: { system: ENTITY_TYPE, code: '1' }, role: { system: OBJECT_ROLE, code: '1' } }
+        : { what: { reference: r }, type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '4' } },
+    );
+    const detail = [
+      ...(a.messageType ? [{ type: 'MSH-9', valueString: a.messageType }] : []),
+      ...(a.controlId ? [{ type: 'MSH-10', valueString: a.controlId }] : []),
+      { type: 'ACK', valueString: a.ackCode },
+    ];
+    entity.push({
+      what: a.messageId ? { identifier: { system: 'urn:wardlink:hl7v2:message', value: a.messageId } } : undefined,
+      type: { system: ENTITY_TYPE, code: '2' },
+      role: { system: OBJECT_ROLE, code: '3', display: 'Report' },
+      detail,
+    });
+    this.push({
+      resourceType: 'AuditEvent',
+      type: { system: DCM, code: '110107', display: 'Import' },
+      subtype: [{ system: 'urn:wardlink:hl7v2:via', code: a.via }],
+      action: 'C',
+      recorded: new Date().toISOString(),
+      outcome: ok ? '0' : '4',
+      outcomeDesc: ok ? undefined : (a.description ?? `HL7 v2 message answered ${a.ackCode}`),
+      agent: [
+        {
+          type: { coding: [{ system: DCM, code: '110153', display: 'Source Role ID' }] },
+          who: { identifier: { system: 'urn:wardlink:hl7v2:sender', value: a.sender || 'unknown' } },
+          requestor: true,
+        },
+        { type: { coding: [{ system: DCM, code: '110152', display: 'Destination Role ID' }] }, who: { display: this.serverName }, requestor: false },
+      ],
+      source: this.source(),
+      entity,
     });
   }
 

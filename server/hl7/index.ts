@@ -6,6 +6,7 @@ import { createPipelinedPool } from './pipelined.ts';
 import type { OutboxRelay } from '../jobs/outbox-relay.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../logger.ts';
+import type { AuditLog } from '../audit/audit-log.ts';
 import { recoverUnfinished, type InboundDeps } from './inbound/process.ts';
 import { startListener } from './listener.ts';
 import type { MllpServer } from './mllp.ts';
@@ -31,6 +32,8 @@ export interface Hl7Deps {
   /** With both: outbound REF^I12 / SIU^S12 / ADT^A01 to Endpoint resources, through the job queue. */
   jobs?: JobQueue;
   outbox?: OutboxRelay;
+  /** The audit trail (one AuditEvent per inbound message). */
+  audit?: AuditLog;
 }
 
 export interface RunningHl7 {
@@ -41,7 +44,7 @@ export interface RunningHl7 {
 let running: RunningHl7 | undefined;
 
 export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
-  const inbound: InboundDeps = { db: deps.db, log: deps.log.child({ component: 'hl7' }), fhirBase: deps.fhirBase };
+  const inbound: InboundDeps = { db: deps.db, log: deps.log.child({ component: 'hl7' }), fhirBase: deps.fhirBase, audit: deps.audit };
   const hold = Number(process.env.WARDLINK_TEST_HOLD_HL7_MS) || 0;
   if (hold > 0) {
     inbound.testHoldMs = hold;

@@ -19,6 +19,7 @@ import { Repository } from '../../fhir/repository.ts';
 import { FhirError } from '../../fhir/outcome.ts';
 import type { FhirContext } from '../../fhir/request.ts';
 import type { Logger } from '../../logger.ts';
+import type { AuditLog } from '../../audit/audit-log.ts';
 import { buildAck, ackTargetOf, type AckCode, type AckError } from '../ack.ts';
 import { ErrorCode, V2Error, parseMessage, type Message } from '../message.ts';
 import * as store from '../store.ts';
@@ -46,6 +47,8 @@ export interface InboundDeps {
   /** Public FHIR base (for fullUrls in transaction responses). */
   fhirBase: string;
   log: Logger;
+  /** The audit trail: one AuditEvent per message received (replays of a stored one add none). */
+  audit?: AuditLog;
 }
 
 export interface InboundResult {
@@ -115,6 +118,13 @@ export async function receive(deps: InboundDeps, raw: Buffer, via: 'mllp' | 'htt
   const sender = message ? senderOf(message) : '';
   const controlId = message?.controlId || undefined;
   const messageType = message ? [message.messageCode, message.triggerEvent].filter(Boolean).join('^') || undefined : undefined;
+  const audited = (r: InboundResult): InboundResult => {
+    if (deps.audit && !r.duplicate) {
+      const description = r.errors?.map((e) => e.text).join('; ');
+      deps.audit.message({ sender, messageType, controlId, messageId: r.messageId, via, ackCode: r.ackCode, resources: r.resources ?? [], description });
+    }
+    return r;
+  };
 
   if (headerError) {
     // Content that cannot be a message we process: AR (CR), or AE (CE) for a broken segment.
@@ -135,11 +145,11 @@ export async function receive(deps: InboundDeps, raw: Buffer, via: 'mllp' | 'htt
     });
     if (stored.duplicate) return replay(stored.duplicate);
     const send = !mode.enhanced || wanted(mode.accept, false);
-    return { ack: send ? ack : undefined, ackCode: code, messageId: stored.id, status: 'rejected', errors };
+    return audited({ ack: send ? ack : undefined, ackCode: code, messageId: stored.id, status: 'rejected', errors });
   }
 
   const msg = message as Message;
-  if (!mode.enhanced) return receiveOriginal(deps, msg, { sender, controlId, messageType, version: msg.version, via, raw, status: 'received' });
+  if (!mode.enhanced) return audited(await receiveOriginal(deps, msg, { sender, controlId, messageType, version: msg.version, via, raw, status: 'received' }));
 
   // Enhanced mode: the commit ACK says "safely stored", so the raw message commits first; the
   // application ACK comes from processing afterwards.
@@ -149,6 +159,7 @@ export async function receive(deps: InboundDeps, raw: Buffer, via: 'mllp' | 'htt
   await store.recordAck(deps.db, stored.id, 'CA', commit);
   const held = deps.testHoldMs ? new Promise((r) => setTimeout(r, deps.testHoldMs)) : Promise.resolve();
   const processing = held.then(() => processStored(deps, stored.id, msg, mode)).then(async (result) => {
+    audited(result);
     await returnApplicationAck(deps, result, sender, mode);
     return result;
   });

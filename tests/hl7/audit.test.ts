@@ -1,0 +1,96 @@
+// The audit trail covers the HL7 v2 door too: every message received over MLLP becomes one
+// AuditEvent (DICOM "Import") naming the sender, MSH-9 / MSH-10, the ACK and every resource the
+// message wrote; a refused message is recorded as a failure with the reason; a resend that is
+// answered from the store adds nothing.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../server/config.ts';
+import { createLogger } from '../../server/logger.ts';
+import { startServer, type RunningServer } from '../../server/server.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
+import { MllpClient, mkMessage, parseAck } from './support.ts';
+
+let database: TestDatabase;
+let server: RunningServer;
+let accessToken: string;
+let client: MllpClient;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATABASE_URL: database.connectionString,
+    LOG_LEVEL: 'silent',
+    HL7_PORT: '0',
+    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
+    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
+  });
+  server = await startServer(config, createLogger('silent'));
+  accessToken = await systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
+  client = await MllpClient.connect(server.hl7Port);
+}, 120_000);
+afterAll(async () => {
+  client?.close();
+  await server?.stop();
+  await database?.drop();
+});
+
+const control = `AUD${Date.now().toString(36)}`;
+const mrn = `MAUD${Date.now().toString(36)}`;
+const a01 = (id: string) =>
+  mkMessage([
+    `MSH|^~\\&|AUDITAPP|AUDITFAC|WARDLINK|HOSP|20240301120000+0100||ADT^A01^ADT_A01|${id}|P|2.5.1`,
+    'EVN|A01|20240301120000+0100',
+    `PID|1||${mrn}^^^&1.2.3.4&ISO^MR||Audit^Anna||19800215|F`,
+    'PV1|1|I|WARD^101^1',
+  ]);
+
+async function importEvents(): Promise<any[]> {
+  const res = await fetch(`${server.fhirBase}/AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110107&_count=50`, {
+    headers: { authorization: `Bearer ${accessToken}` },
+  });
+  expect(res.status).toBe(200);
+  return ((await res.json()).entry ?? []).map((e: any) => e.resource);
+}
+
+async function eventFor(controlId: string): Promise<any> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const found = (await importEvents()).find((e) => e.entity?.some((x: any) => x.detail?.some((d: any) => d.type === 'MSH-10' && d.valueString === controlId)));
+    if (found || Date.now() > deadline) return found;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe('audit of inbound HL7 v2', () => {
+  it('records a stored message with its sender, MSH-9 / MSH-10 and the resources it wrote; a resend adds nothing', async () => {
+    expect(parseAck((await client.request(a01(control))) as string).code).toBe('AA');
+    const event = await eventFor(control);
+    expect(event).toBeDefined();
+    expect(event.action).toBe('C');
+    expect(event.outcome).toBe('0');
+    expect(event.agent.find((a: any) => a.requestor).who.identifier).toEqual({ system: 'urn:wardlink:hl7v2:sender', value: 'AUDITAPP|AUDITFAC' });
+    const refs = event.entity.map((e: any) => e.what?.reference).filter(Boolean);
+    expect(refs.some((r: string) => r.startsWith('Patient/'))).toBe(true);
+    expect(refs.some((r: string) => r.startsWith('Encounter/'))).toBe(true);
+    const message = event.entity.find((e: any) => e.detail);
+    expect(message.detail).toEqual(expect.arrayContaining([{ type: 'MSH-9', valueString: 'ADT^A01' }, { type: 'ACK', valueString: 'AA' }]));
+
+    // The same MSH-10 again is answered from the store: no second event.
+    expect(parseAck((await client.request(a01(control))) as string).code).toBe('AA');
+    await new Promise((r) => setTimeout(r, 600));
+    const mine = (await importEvents()).filter((e) => e.entity?.some((x: any) => x.detail?.some((d: any) => d.valueString === control)));
+    expect(mine).toHaveLength(1);
+  });
+
+  it('records a refused message as a failure with the reason', async () => {
+    const bad = `BAD${Date.now().toString(36)}`;
+    const raw = mkMessage([`MSH|^~\\&|AUDITAPP|AUDITFAC|WARDLINK|HOSP|20240301120000+0100||ZZZ^Z99|${bad}|P|2.5.1`]);
+    const ack = parseAck((await client.request(raw)) as string);
+    expect(ack.code).toBe('AR');
+    const event = await eventFor(bad);
+    expect(event.outcome).toBe('4');
+    expect(event.outcomeDesc).toBeTruthy();
+  });
+});

@@ -3,37 +3,23 @@
 // message wrote; a refused message is recorded as a failure with the reason; a resend that is
 // answered from the store adds nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../server/config.ts';
-import { createLogger } from '../../server/logger.ts';
-import { startServer, type RunningServer } from '../../server/server.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
+import type { RunningServer } from '../../server/server.ts';
+import { startInProcessServer, type InProcessServer } from '../support/in-process-server.ts';
 import { MllpClient, mkMessage, parseAck } from './support.ts';
 
-let database: TestDatabase;
+let env: InProcessServer;
 let server: RunningServer;
 let accessToken: string;
 let client: MllpClient;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const config = loadConfig({
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATABASE_URL: database.connectionString,
-    LOG_LEVEL: 'silent',
-    HL7_PORT: '0',
-    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
-    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
-  });
-  server = await startServer(config, createLogger('silent'));
-  accessToken = await systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
+  env = await startInProcessServer();
+  ({ server, accessToken } = env);
   client = await MllpClient.connect(server.hl7Port);
 }, 120_000);
 afterAll(async () => {
   client?.close();
-  await server?.stop();
-  await database?.drop();
+  await env?.close();
 });
 
 const control = `AUD${Date.now().toString(36)}`;

@@ -3,35 +3,20 @@
 // Cardiology, the clinician is a Neurology doctor with consults assigned to them, the nurse works
 // in Cardiology).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../server/config.ts';
-import { createLogger } from '../../server/logger.ts';
-import { startServer, type RunningServer } from '../../server/server.ts';
+import type { RunningServer } from '../../server/server.ts';
+import { startInProcessServer, type InProcessServer } from '../support/in-process-server.ts';
 import { EXT_DEPARTMENT_SLA } from '../../server/workflow/model.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
 
-let database: TestDatabase;
+let env: InProcessServer;
 let server: RunningServer;
 let accessToken: string;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const config = loadConfig({
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATABASE_URL: database.connectionString,
-    LOG_LEVEL: 'silent',
-    HL7_PORT: '0',
-    SEED_DEMO: 'true',
-    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
-    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
-  });
-  server = await startServer(config, createLogger('silent'));
-  accessToken = await systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
+  env = await startInProcessServer({ SEED_DEMO: 'true' });
+  ({ server, accessToken } = env);
 }, 120_000);
 afterAll(async () => {
-  await server?.stop();
-  await database?.drop();
+  await env?.close();
 });
 
 async function get(path: string): Promise<any> {

@@ -2,33 +2,21 @@
 // before the pools close; /healthz and /readyz report the process state.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../server/config.ts';
-import { createLogger } from '../../server/logger.ts';
-import { startServer, type RunningServer } from '../../server/server.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import type { RunningServer } from '../../server/server.ts';
 import { corpusFiles } from '../support/fhir.ts';
-import { systemToken, TEST_CLIENT_ID, TEST_CLIENT_SECRET } from '../support/token.ts';
+import { startInProcessServer, type InProcessServer } from '../support/in-process-server.ts';
 
-let database: TestDatabase;
+let env: InProcessServer;
 let server: RunningServer;
 let accessToken: string;
 
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const config = loadConfig({
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATABASE_URL: database.connectionString,
-    LOG_LEVEL: 'silent',
-    HL7_PORT: '0',
-    BOOTSTRAP_CLIENT_ID: TEST_CLIENT_ID,
-    BOOTSTRAP_CLIENT_SECRET: TEST_CLIENT_SECRET,
-  });
-  server = await startServer(config, createLogger('silent'));
-  accessToken = await systemToken(server.url, TEST_CLIENT_ID, TEST_CLIENT_SECRET);
+  env = await startInProcessServer();
+  ({ server, accessToken } = env);
 });
 afterAll(async () => {
-  await database.drop();
+  // The test stops the server itself; only the database is left.
+  await env?.database.drop();
 });
 
 describe('graceful shutdown', () => {

@@ -52,3 +52,13 @@ export const base = css`
   @keyframes spin { to { transform: rotate(360deg); } }
   @media (prefers-reduced-motion: reduce) { .spinner { animation: none; } }
 `;
+
+/** Tables that become one block per row at phone width, each cell labelled by its data-label. */
+export const stackedTable = css`
+  @media (max-width: 760px) {
+    thead { display: none; }
+    tr { display: block; border-bottom: 2px solid var(--wl-line); }
+    td { display: block; border: none; padding: 0.2rem 0.6rem; }
+    td::before { content: attr(data-label) ': '; color: var(--wl-muted); }
+  }
+`;

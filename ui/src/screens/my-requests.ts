@@ -7,7 +7,7 @@ import { search } from '../api/fhir.ts';
 import { live, type ChangeDetail } from '../api/live.ts';
 import { consultsOf, REQUEST_CATEGORY, slaLevel, type Consult } from '../board/model.ts';
 import { dateTime, duration, i18nEvents, t, type MessageKey } from '../i18n/index.ts';
-import { base } from '../styles.ts';
+import { base, stackedTable } from '../styles.ts';
 import { href } from '../router.ts';
 import type { Profile } from '../user.ts';
 
@@ -33,13 +33,9 @@ export class WlMyRequests extends LitElement {
       .sla.amber { color: var(--wl-amber); font-weight: 600; }
       .sla.red { color: var(--wl-red); font-weight: 600; }
       .status { font-weight: 600; }
-      @media (max-width: 700px) {
-        thead { display: none; }
-        tr { display: block; border-bottom: 2px solid var(--wl-line); }
-        td { display: block; border: none; padding: 0.2rem 0.6rem; }
-        td::before { content: attr(data-label) ': '; color: var(--wl-muted); }
-      }
     `,
+    // Last, so its phone-width rules win over the table rules above.
+    stackedTable,
   ];
 
   constructor() {

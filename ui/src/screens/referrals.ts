@@ -8,7 +8,7 @@ import { live, type ChangeDetail } from '../api/live.ts';
 import { consultsOf, REQUEST_CATEGORY, type Consult } from '../board/model.ts';
 import { dateTime, i18nEvents, t, type MessageKey } from '../i18n/index.ts';
 import { href, navigate } from '../router.ts';
-import { base } from '../styles.ts';
+import { base, stackedTable } from '../styles.ts';
 import type { Profile } from '../user.ts';
 
 type Box = 'in' | 'out';
@@ -64,13 +64,9 @@ export class WlReferrals extends LitElement {
       form.decline { display: flex; flex-wrap: wrap; gap: 0.3rem; margin-top: 0.3rem; }
       .pager { display: flex; gap: 0.5rem; align-items: center; margin-top: 0.75rem; }
       .error { font-size: 0.9rem; }
-      @media (max-width: 760px) {
-        thead { display: none; }
-        tr { display: block; border-bottom: 2px solid var(--wl-line); }
-        td { display: block; border: none; padding: 0.2rem 0.6rem; }
-        td::before { content: attr(data-label) ': '; color: var(--wl-muted); }
-      }
     `,
+    // Last, so its phone-width rules win over the table rules above.
+    stackedTable,
   ];
 
   constructor() {

@@ -4,11 +4,14 @@
 // bulk path), so auditing costs a request almost nothing. stop() flushes what is left, so a
 // graceful shutdown loses nothing; a crash can lose at most the last flush interval.
 //
-// Successful reads are the one high-volume case: within one flush interval, the reads of one
+// Successful reads are the high-volume case: within one flush interval, the reads of one
 // agent with the same outcome become one AuditEvent whose period spans them and whose entities
 // list every resource (and patient) read. Every read is still recorded, who / what / when to
 // the flush interval, at a fraction of the cost of one event (and ~25 index rows) per read.
-// Writes, searches, operations and failures keep one event each.
+// Successful searches are folded the same way, each query kept as an entity. Writes, operations
+// and failures keep one event each. HL7 v2 messages stored without
+// error are folded the same way per sender (a feed sends hundreds a second; each message keeps
+// its own entry in the event, and the message store keeps every message with its ACK).
 import { randomUUID } from 'node:crypto';
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding } from '@medplum/fhirtypes';
 import type { AuthContext } from '../auth/context.ts';
@@ -87,7 +90,7 @@ export interface MessageAudit {
   description?: string;
 }
 
-/** Reads folded into one event: same agent, same interaction, same outcome, one flush window. */
+/** Reads (or searches) folded into one event: same agent, same interaction, successful, one flush window. */
 interface ReadGroup {
   first: string;
   last: string;
@@ -96,13 +99,22 @@ interface ReadGroup {
   interaction: string;
   resources: Set<string>;
   patients: Set<string>;
+  /** Searches: each query string, in order (one entity each). */
+  queries: string[];
 }
 
 const FOLDED_READS = new Set(['read', 'vread', 'history-instance']);
+/**
+ * Successful searches are folded too: an AuditEvent costs ~1 ms of index work to store, so at
+ * 1,000+ searches a second one event per search fell behind and the queue grew without bound
+ * (measured with bench:search). Each query keeps its own entity in the folded event.
+ */
+const FOLDED_SEARCHES = new Set(['search-type', 'search-system']);
 
 export class AuditLog {
   private queue: AuditEvent[] = [];
   private reads = new Map<string, ReadGroup>();
+  private imports = new Map<string, { first: string; last: string; sender: string; via: string; entity: AuditEventEntity[] }>();
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private readonly repo: Repository;
@@ -121,15 +133,16 @@ export class AuditLog {
 
   /** Records a FHIR interaction. Never throws and never waits for the database. */
   interaction(a: InteractionAudit): void {
-    if (FOLDED_READS.has(a.interaction) && a.status < 400 && !a.operation) {
+    if ((FOLDED_READS.has(a.interaction) || FOLDED_SEARCHES.has(a.interaction)) && a.status < 400 && !a.operation) {
       const key = `${a.interaction}|${a.auth?.jti ?? ''}|${a.address ?? ''}`;
       const now = new Date().toISOString();
       let group = this.reads.get(key);
       if (!group) {
-        group = { first: now, last: now, auth: a.auth, address: a.address, interaction: a.interaction, resources: new Set(), patients: new Set() };
+        group = { first: now, last: now, auth: a.auth, address: a.address, interaction: a.interaction, resources: new Set(), patients: new Set(), queries: [] };
         this.reads.set(key, group);
       }
       group.last = now;
+      if (a.query !== undefined) group.queries.push(a.query);
       if (a.resource) group.resources.add(a.resource);
       if (a.patient) group.patients.add(a.patient);
       return;
@@ -184,7 +197,10 @@ export class AuditLog {
     });
   }
 
-  /** Records an inbound HL7 v2 message: DICOM "Import", the sender as requestor, what it wrote. */
+  /**
+   * Records an inbound HL7 v2 message: DICOM "Import", the sender as requestor, the message (MSH-9,
+   * MSH-10, ACK) and what it wrote. Stored messages of one sender are folded per flush window.
+   */
   message(a: MessageAudit): void {
     const ok = a.ackCode === 'AA' || a.ackCode === 'CA';
     const entity: AuditEventEntity[] = a.resources.map((r) =>
@@ -203,25 +219,46 @@ export class AuditLog {
       role: { system: OBJECT_ROLE, code: '3', display: 'Report' },
       detail,
     });
-    this.push({
+    const now = new Date().toISOString();
+    if (ok) {
+      const key = `${a.sender}|${a.via}`;
+      const group = this.imports.get(key) ?? { first: now, last: now, sender: a.sender, via: a.via, entity: [] };
+      group.last = now;
+      group.entity.push(...entity);
+      this.imports.set(key, group);
+      return;
+    }
+    this.push(this.importEvent(a.sender, a.via, entity, now, a.description ?? `HL7 v2 message answered ${a.ackCode}`));
+  }
+
+  private importEvent(sender: string, via: string, entity: AuditEventEntity[], recorded: string, failure?: string, period?: { start: string; end: string }): AuditEvent {
+    return {
       resourceType: 'AuditEvent',
       type: { system: DCM, code: '110107', display: 'Import' },
-      subtype: [{ system: 'urn:wardlink:hl7v2:via', code: a.via }],
+      subtype: [{ system: 'urn:wardlink:hl7v2:via', code: via }],
       action: 'C',
-      recorded: new Date().toISOString(),
-      outcome: ok ? '0' : '4',
-      outcomeDesc: ok ? undefined : (a.description ?? `HL7 v2 message answered ${a.ackCode}`),
+      period,
+      recorded,
+      outcome: failure ? '4' : '0',
+      outcomeDesc: failure,
       agent: [
         {
           type: { coding: [{ system: DCM, code: '110153', display: 'Source Role ID' }] },
-          who: { identifier: { system: 'urn:wardlink:hl7v2:sender', value: a.sender || 'unknown' } },
+          who: { identifier: { system: 'urn:wardlink:hl7v2:sender', value: sender || 'unknown' } },
           requestor: true,
         },
         { type: { coding: [{ system: DCM, code: '110152', display: 'Destination Role ID' }] }, who: { display: this.serverName }, requestor: false },
       ],
       source: this.source(),
       entity,
-    });
+    };
+  }
+
+  /** One AuditEvent per sender for the messages stored in this flush window. */
+  private foldImports(): void {
+    const groups = [...this.imports.values()];
+    this.imports.clear();
+    for (const g of groups) this.push(this.importEvent(g.sender, g.via, g.entity, g.last, undefined, { start: g.first, end: g.last }));
   }
 
   private agents(auth: AuthContext | undefined, address: string | undefined): AuditEventAgent[] {
@@ -264,7 +301,7 @@ export class AuditLog {
     if (this.queue.length >= this.batchSize) void this.flush();
   }
 
-  /** One AuditEvent per group of folded reads. */
+  /** One AuditEvent per group of folded reads or searches. */
   private foldReads(): void {
     const groups = [...this.reads.values()];
     this.reads.clear();
@@ -274,12 +311,13 @@ export class AuditLog {
         ...[...g.resources]
           .filter((r) => !g.patients.has(r))
           .map((r) => ({ what: { reference: r }, type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '4' } })),
+        ...g.queries.map((q) => ({ type: { system: ENTITY_TYPE, code: '2' }, role: { system: OBJECT_ROLE, code: '24' }, query: Buffer.from(q).toString('base64') })),
       ];
       this.push({
         resourceType: 'AuditEvent',
         type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest', display: 'RESTful Operation' },
         subtype: [{ system: 'http://hl7.org/fhir/restful-interaction', code: g.interaction }],
-        action: 'R',
+        action: FOLDED_SEARCHES.has(g.interaction) ? 'E' : 'R',
         period: { start: g.first, end: g.last },
         recorded: g.last,
         outcome: '0',
@@ -294,6 +332,7 @@ export class AuditLog {
   async flush(): Promise<void> {
     while (this.flushing) await this.flushing;
     if (this.reads.size) this.foldReads();
+    if (this.imports.size) this.foldImports();
     if (this.queue.length === 0) return;
     const batch = this.queue.splice(0, this.queue.length);
     this.flushing = (async () => {

@@ -1,6 +1,8 @@
 // HL7 v2 benchmark: ADT^A01 messages per second and ACK latency (p50 / p99) over 1 and 5 MLLP
 // connections against real PostgreSQL (DATABASE_URL, default the local server), each message a
-// new patient + encounter written through the FHIR engine. `npm run bench:hl7`.
+// new patient + encounter written through the FHIR engine and audited, as in the server; then
+// outbound throughput: REF^I12 messages through the outbound queue to a local MLLP receiver that
+// ACKs each one. `npm run bench:hl7`.
 //   HL7_BENCH_MESSAGES  messages per run (default 2000)   HL7_BENCH_POOL  pg pool size (default 10)
 //   HL7_BENCH_PIPELINE=0  without pipelined connections (BEGIN / COMMIT as round trips of their own)
 import { readFileSync } from 'node:fs';
@@ -9,7 +11,12 @@ import pg from 'pg';
 import { migrate } from '../../server/db/migrate.ts';
 import { createDb } from '../../server/db/pool.ts';
 import { loadDefinitions } from '../../server/fhir/definitions.ts';
+import { AuditLog } from '../../server/audit/audit-log.ts';
+import { Repository } from '../../server/fhir/repository.ts';
 import { startHl7 } from '../../server/hl7/index.ts';
+import { startMllpServer } from '../../server/hl7/mllp.ts';
+import { enqueueOutbound, startOutboundWorker, type OutboundDeps } from '../../server/hl7/outbound/queue.ts';
+import { createInProcessQueue } from '../../server/jobs/inprocess.ts';
 import { createLogger } from '../../server/logger.ts';
 import { MllpClient } from '../hl7/support.ts';
 import { createTestDatabase } from '../support/db.ts';
@@ -101,12 +108,48 @@ async function run(port: number, connections: number, total: number, pids: () =>
     nodeCpu: (cpu.user + cpu.system) / 1000 / total, pgCpu: pgCpu / total };
 }
 
+/** REF^I12 x n through the outbound queue (in-process, 4 workers) to a local receiver that ACKs AA. */
+async function outbound(n: number): Promise<void> {
+  let received = 0;
+  let allIn: () => void = () => {};
+  const done = new Promise<void>((r) => (allIn = r));
+  const receiver = await startMllpServer({
+    port: 0,
+    host: '127.0.0.1',
+    log,
+    handler: async (frame) => {
+      const controlId = frame.toString('utf8').split('\r')[0].split('|')[9];
+      if (++received === n) allIn();
+      return { response: `MSH|^~\\&|RCV|RCV|WARDLINK|HOSP|20240301120000||ACK^I12^ACK|A${controlId}|P|2.5.1\rMSA|AA|${controlId}` };
+    },
+  });
+  const jobs = createInProcessQueue({ db, log, pollMs: 20 });
+  const deps: OutboundDeps = { db, jobs, log, fhirBase: 'http://bench/fhir' };
+  startOutboundWorker(deps);
+  try {
+    const start = performance.now();
+    for (let i = 0; i < n; i++) {
+      const id = `OUT${Date.now().toString(36)}${i}`;
+      const text = `MSH|^~\\&|WARDLINK|HOSP|RCV|RCV|20240301120000||REF^I12^REF_I12|${id}|P|2.5.1\rRF1|A^Accepted^HL70283|R^Routine^HL70280||||${id}`;
+      await enqueueOutbound(deps, `mllp://127.0.0.1:${receiver.port}`, 'REF^I12', id, text);
+    }
+    await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${received} of ${n} outbound messages arrived`)), 120_000))]);
+    const seconds = (performance.now() - start) / 1000;
+    console.log(`Outbound REF^I12 to a local MLLP receiver (queue + send + ACK check): ${(n / seconds).toFixed(0)} messages/s (${n} messages), load average ${loadavg()[0].toFixed(2)}`);
+  } finally {
+    await jobs.close();
+    await receiver.close();
+  }
+}
+
 loadDefinitions();
 const database = await createTestDatabase();
 await migrate(database.connectionString);
 const db = createDb(database.connectionString, POOL);
 const pipeline = process.env.HL7_BENCH_PIPELINE !== '0';
-const hl7 = await startHl7({ db, log: createLogger('silent'), fhirBase: 'http://bench/fhir', port: 0, host: '127.0.0.1', pipeline });
+const log = createLogger('silent');
+const audit = new AuditLog(new Repository(db, { baseUrl: 'http://bench/fhir' }, db), log, { serverName: 'Wardlink' });
+const hl7 = await startHl7({ db, log, fhirBase: 'http://bench/fhir', port: 0, host: '127.0.0.1', pipeline, audit });
 try {
   const pids = () => backendPids(db);
   await run(hl7.port, 5, 200, pids); // warm-up: prepared statements, JIT, all pool connections open
@@ -119,7 +162,9 @@ try {
         (r.errors ? `, ${r.errors} not AA` : ''),
     );
   }
+  await outbound(Number(process.env.HL7_BENCH_OUTBOUND ?? 1000));
 } finally {
+  await audit.stop();
   await hl7.stop();
   await db.close();
   await database.drop();

@@ -49,4 +49,22 @@ describe('audit trail', () => {
     }
     throw new Error('no AuditEvent for the search');
   });
+
+  it('folds a burst of searches by one client into few events, every query listed once', async () => {
+    const families = [1, 2, 3, 4, 5].map((i) => unique(`AuditBurst${i}`));
+    await Promise.all(families.map((f) => http('GET', `Patient?family=${f}`)));
+    const decoded = (e: any): string[] => (e.entity ?? []).filter((x: any) => x.query).map((x: any) => Buffer.from(x.query, 'base64').toString());
+    for (let i = 0; i < 40; i++) {
+      const res = await http('GET', 'AuditEvent?subtype=search-type&_count=200&_sort=-date');
+      const events = (res.body.entry ?? []).map((e: any) => e.resource).filter((e: any) => decoded(e).some((q) => families.some((f) => q.includes(f))));
+      const listed = events.flatMap(decoded).filter((q: string) => families.some((f) => q.includes(f)));
+      if (listed.length === families.length) {
+        expect(events.length).toBeLessThan(families.length);
+        expect(events.every((e: any) => e.period?.start && e.action === 'E')).toBe(true);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('not every search was audited');
+  });
 });

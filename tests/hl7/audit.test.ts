@@ -1,7 +1,7 @@
-// The audit trail covers the HL7 v2 door too: every message received over MLLP becomes one
+// The audit trail covers the HL7 v2 door too: every message received over MLLP is recorded in an
 // AuditEvent (DICOM "Import") naming the sender, MSH-9 / MSH-10, the ACK and every resource the
-// message wrote; a refused message is recorded as a failure with the reason; a resend that is
-// answered from the store adds nothing.
+// message wrote (stored messages of one sender folded per flush window, as reads are); a refused
+// message is recorded as a failure with the reason; a resend answered from the store adds nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../server/server.ts';
 import { startInProcessServer, type InProcessServer } from '../support/in-process-server.ts';
@@ -60,7 +60,7 @@ describe('audit of inbound HL7 v2', () => {
     const refs = event.entity.map((e: any) => e.what?.reference).filter(Boolean);
     expect(refs.some((r: string) => r.startsWith('Patient/'))).toBe(true);
     expect(refs.some((r: string) => r.startsWith('Encounter/'))).toBe(true);
-    const message = event.entity.find((e: any) => e.detail);
+    const message = event.entity.find((e: any) => e.detail?.some((d: any) => d.valueString === control));
     expect(message.detail).toEqual(expect.arrayContaining([{ type: 'MSH-9', valueString: 'ADT^A01' }, { type: 'ACK', valueString: 'AA' }]));
 
     // The same MSH-10 again is answered from the store: no second event.
@@ -68,6 +68,17 @@ describe('audit of inbound HL7 v2', () => {
     await new Promise((r) => setTimeout(r, 600));
     const mine = (await importEvents()).filter((e) => e.entity?.some((x: any) => x.detail?.some((d: any) => d.valueString === control)));
     expect(mine).toHaveLength(1);
+  });
+
+  it('folds a burst of stored messages from one sender into few events, each message listed once', async () => {
+    const burst = [1, 2, 3, 4, 5].map((i) => `${control}B${i}`);
+    for (const id of burst) expect(parseAck((await client.request(a01(id))) as string).code).toBe('AA');
+    for (const id of burst) expect(await eventFor(id)).toBeDefined();
+    const events = (await importEvents()).filter((e) => e.entity?.some((x: any) => x.detail?.some((d: any) => burst.includes(d.valueString))));
+    expect(events.length).toBeLessThan(burst.length);
+    const listed = events.flatMap((e) => e.entity.flatMap((x: any) => (x.detail ?? []).filter((d: any) => d.type === 'MSH-10').map((d: any) => d.valueString)));
+    expect(listed.filter((id: string) => burst.includes(id)).sort()).toEqual([...burst].sort());
+    expect(events.every((e) => e.period?.start && e.period?.end)).toBe(true);
   });
 
   it('records a refused message as a failure with the reason', async () => {

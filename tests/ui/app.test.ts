@@ -127,8 +127,10 @@ describe.skipIf(!hasChromium)('web UI in headless chromium', () => {
     const q = await page();
     await signIn(q, world, 'cardDoc');
     const tokens = JSON.parse((await q.evaluate(() => sessionStorage.getItem('wl.auth.tokens'))) as string) as { refreshToken: string };
+    // Through the server's end-session endpoint (after the revocation) and back to the app.
+    const loggedOut = q.waitForResponse((r) => r.url().includes('/oauth2/logout'));
     await q.locator('#sign-out').click();
-    // Through the server's end-session endpoint and back to the app.
+    expect((await loggedOut).status()).toBe(303);
     await q.waitForURL((u) => u.pathname.startsWith('/app') && !u.search.includes('signed-out'));
     await poll(() => q.locator('main').textContent()).toContain('You are signed out.');
     const res = await fetch(`${world.server.url}/oauth2/token`, {

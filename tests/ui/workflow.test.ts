@@ -54,6 +54,10 @@ describe.skipIf(!hasChromium)('consults and referrals in headless chromium', () 
     await poll(() => doctor.locator('li[role=option]').allTextContents()).toEqual([expect.stringContaining('Anna Berg')]);
     await doctor.keyboard.press('Enter');
     await poll(() => doctor.locator('[data-testid=chosen-patient]').textContent()).toBe('Anna Berg');
+    // Department search: typing narrows the list (a name:contains search on the server).
+    await poll(() => doctor.locator('#department option').allTextContents()).toEqual(expect.arrayContaining(['Cardiology', 'Neurology']));
+    await doctor.locator('#department-q').fill('cardio');
+    await poll(() => doctor.locator('#department option').allTextContents()).toEqual(['—', 'Cardiology']);
     await doctor.locator('#department').selectOption(`Organization/${world.ids.cardiology}`);
     await doctor.locator('#priority').selectOption('urgent');
     await doctor.locator('#files').setInputFiles({ name: 'letter.txt', mimeType: 'text/plain', buffer: Buffer.from('Dear colleague') });

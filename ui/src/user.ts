@@ -49,9 +49,14 @@ function matchesAll(bundle: { entry?: { resource?: Resource }[] }, type: string)
 }
 
 /** Every department of the hospital (for administrators, nurses without a role, the consult form). */
-export async function allDepartments(): Promise<Department[]> {
-  const b = await search('Organization', [['type', DEPT_TYPE], ['active', 'true'], ['_count', '200'], ['_sort', 'name']]);
+/** The hospital's departments, or those whose name contains `q` (a FHIR name:contains search). */
+export async function allDepartments(q = ''): Promise<Department[]> {
+  const b = await search('Organization', [['type', DEPT_TYPE], ['active', 'true'], ['_count', '200'], ['_sort', 'name'], ...byName(q)]);
   return matches(b, 'Organization').map((o) => ({ ref: `Organization/${o.id}`, name: String(o.name ?? o.id), membership: '' }));
+}
+
+function byName(q: string): [string, string][] {
+  return q.trim() ? [['name:contains', q.trim()]] : [];
 }
 
 export function canRequest(role: Role | undefined): boolean {
@@ -67,8 +72,8 @@ export function isMemberOf(profile: Profile, dept: string): boolean {
 }
 
 /** Organisations a patient can be referred to: every active one but the hospital's own departments and the user's organisation. */
-export async function providers(profile: Profile): Promise<Department[]> {
-  const b = await search('Organization', [['active', 'true'], ['_count', '200'], ['_sort', 'name']]);
+export async function providers(profile: Profile, q = ''): Promise<Department[]> {
+  const b = await search('Organization', [['active', 'true'], ['_count', '200'], ['_sort', 'name'], ...byName(q)]);
   const isDept = (o: Resource) => ((o.type as { coding?: { code?: string }[] }[] | undefined) ?? []).some((t) => t.coding?.some((c) => c.code === 'dept'));
   return matches(b, 'Organization')
     .filter((o) => !isDept(o) && `Organization/${o.id}` !== profile.organization)

@@ -110,6 +110,7 @@ export const en = {
   'consult.patient': 'Patient',
   'consult.patientSearch': 'Search by name',
   'consult.department': 'Department',
+  'consult.departmentSearch': 'Type to narrow the list',
   'consult.priority': 'Priority',
   'consult.reason': 'Reason for the consult',
   'consult.submit': 'Send consult request',

@@ -112,6 +112,7 @@ export const fr: Catalogue = {
   'consult.patient': 'Patient',
   'consult.patientSearch': 'Rechercher par nom',
   'consult.department': 'Service',
+  'consult.departmentSearch': 'Tapez pour filtrer la liste',
   'consult.priority': 'Priorité',
   'consult.reason': 'Motif de la demande d’avis',
   'consult.submit': 'Envoyer la demande d’avis',

@@ -17,6 +17,8 @@ interface Draft {
   patient?: string;
   patientName?: string;
   department?: string;
+  /** Shown while a search hides the chosen department from the list. */
+  departmentName?: string;
   priority: string;
   reason: string;
 }
@@ -27,6 +29,7 @@ export class WlNewConsult extends LitElement {
     workflow: { attribute: false },
     draft: { state: true },
     departments: { state: true },
+    deptQuery: { state: true },
     results: { state: true },
     query: { state: true },
     searching: { state: true },
@@ -40,6 +43,10 @@ export class WlNewConsult extends LitElement {
   declare workflow: 'consult' | 'referral';
   declare draft: Draft;
   declare departments: Department[] | undefined;
+  /** Narrows the department / provider list (name:contains search on the server). */
+  declare deptQuery: string;
+  private deptDebounce: ReturnType<typeof setTimeout> | undefined;
+  private deptSeq = 0;
   declare results: Resource[] | undefined;
   declare query: string;
   declare searching: boolean;
@@ -89,17 +96,34 @@ export class WlNewConsult extends LitElement {
     super.connectedCallback();
     i18nEvents.addEventListener('language-changed', this.rerender);
     this.draft = { priority: this.workflow === 'referral' ? 'routine' : 'urgent', reason: '', ...(JSON.parse(sessionStorage.getItem(this.draftKey) ?? '{}') as Partial<Draft>) };
-    (this.workflow === 'referral' ? providers(this.profile) : allDepartments()).then(
-      (d) => (this.departments = d),
+    this.deptQuery = '';
+    this.loadDepartments('');
+  }
+
+  /** Departments (consult) or providers (referral) matching q; only the latest answer is shown. */
+  private loadDepartments(q: string): void {
+    const seq = ++this.deptSeq;
+    (this.workflow === 'referral' ? providers(this.profile, q) : allDepartments(q)).then(
+      (d) => {
+        if (seq === this.deptSeq) this.departments = d;
+      },
       (e: Error) => {
+        if (seq !== this.deptSeq) return;
         this.departments = [];
         this.error = e.message;
       },
     );
   }
+
+  private onDeptQuery(value: string): void {
+    this.deptQuery = value;
+    clearTimeout(this.deptDebounce);
+    this.deptDebounce = setTimeout(() => this.loadDepartments(value), 250);
+  }
   override disconnectedCallback(): void {
     i18nEvents.removeEventListener('language-changed', this.rerender);
     clearTimeout(this.debounce);
+    clearTimeout(this.deptDebounce);
     super.disconnectedCallback();
   }
 
@@ -211,8 +235,13 @@ export class WlNewConsult extends LitElement {
         </div>
         <div class="field">
           <label for="department">${t(referral ? 'referral.provider' : 'consult.department')}</label>
-          <select id="department" required @change=${(e: Event) => this.save({ department: (e.target as HTMLSelectElement).value })}>
+          <input id="department-q" type="search" autocomplete="off" aria-controls="department" aria-label=${t('consult.departmentSearch')}
+            placeholder=${t('consult.departmentSearch')} .value=${this.deptQuery} @input=${(e: Event) => this.onDeptQuery((e.target as HTMLInputElement).value)} />
+          <select id="department" required @change=${(e: Event) => this.save({ department: (e.target as HTMLSelectElement).value, departmentName: (e.target as HTMLSelectElement).selectedOptions[0]?.text })}>
             <option value="">—</option>
+            ${d.department && !(this.departments ?? []).some((x) => x.ref === d.department)
+              ? html`<option value=${d.department} selected>${d.departmentName ?? d.department}</option>`
+              : nothing}
             ${(this.departments ?? []).map((x) => html`<option value=${x.ref} ?selected=${x.ref === d.department}>${x.name}</option>`)}
           </select>
         </div>

@@ -47,6 +47,11 @@ export class WlReferrals extends LitElement {
   declare declining: string;
   declare rowError: Record<string, string>;
   private seq = 0;
+  /**
+   * The pages of the latest load asked for (set when it starts, unlike `pages`): a live reload
+   * that fires while a page change is in flight reloads the page being opened, not the old one.
+   */
+  private wanted: string[] = [''];
   private reloadTimer: ReturnType<typeof setTimeout> | undefined;
 
   static override styles = [
@@ -89,9 +94,9 @@ export class WlReferrals extends LitElement {
     const d = (e as CustomEvent<ChangeDetail>).detail;
     // A change to a listed referral reloads this page; anything else may be new: reload page one
     // (not a later page, which would shift under the reader). Bursts of events reload once.
-    if (d.type !== 'Task' || (!this.rows.some((r) => r.id === d.id) && this.pages.length > 1)) return;
+    if (d.type !== 'Task' || (!this.rows.some((r) => r.id === d.id) && this.wanted.length > 1)) return;
     clearTimeout(this.reloadTimer);
-    this.reloadTimer = setTimeout(() => void this.load(this.pages), 150);
+    this.reloadTimer = setTimeout(() => void this.load(this.wanted), 150);
   };
 
   override connectedCallback(): void {
@@ -133,6 +138,7 @@ export class WlReferrals extends LitElement {
    */
   private async load(pages: string[] = ['']): Promise<void> {
     const seq = ++this.seq;
+    this.wanted = pages;
     const url = pages[pages.length - 1];
     this.loading = this.rows.length === 0;
     try {
@@ -168,7 +174,7 @@ export class WlReferrals extends LitElement {
     try {
       await operation(`Task/${r.id}/${OP[act]}`, reason ? { reason } : {});
       this.declining = '';
-      await this.load(this.pages);
+      await this.load(this.wanted);
     } catch (e) {
       const message = e instanceof FhirError ? e.message : String(e);
       this.rowError = { ...this.rowError, [r.id]: t('action.failed', { action: t(`referrals.${act}` as MessageKey), message }) };

@@ -275,13 +275,24 @@ async function requireSession(s: AuthServices, ctx: Context): Promise<Session | 
   return currentSession(s.db, ctx, s.config.auth.sessionIdleMinutes);
 }
 
+/**
+ * The checks every page of a pending authorization (picker, consent) starts with: the request is
+ * still pending and the user is signed in. Answers the request itself when one fails.
+ */
+async function pendingStepPage(s: AuthServices, ctx: Context) {
+  const requestId = String(ctx.query.request ?? '');
+  const p = await loadRequest(s, requestId);
+  if (!p) return void expired(ctx);
+  const session = await requireSession(s, ctx);
+  if (!session) return void redirectWith(ctx, `${s.config.baseUrl}/oauth2/signin`, { request: requestId });
+  return { requestId, p, session };
+}
+
 export function pickerGet(s: AuthServices) {
   return async (ctx: Context) => {
-    const requestId = String(ctx.query.request ?? '');
-    const p = await loadRequest(s, requestId);
-    if (!p) return expired(ctx);
-    const session = await requireSession(s, ctx);
-    if (!session) return redirectWith(ctx, `${s.config.baseUrl}/oauth2/signin`, { request: requestId });
+    const step = await pendingStepPage(s, ctx);
+    if (!step) return;
+    const { requestId, p, session } = step;
     const client = (await getClient(s.db, p.clientId)) as ClientRecord;
     const q = String(ctx.query.q ?? '').slice(0, 100);
     pickerPage(ctx, { request: requestId, q, patients: await findPatients(s, session, { name: q }), clientName: client?.name ?? p.clientId });
@@ -348,11 +359,9 @@ export function pickerPost(s: AuthServices) {
 
 export function consentGet(s: AuthServices) {
   return async (ctx: Context) => {
-    const requestId = String(ctx.query.request ?? '');
-    const p = await loadRequest(s, requestId);
-    if (!p) return expired(ctx);
-    const session = await requireSession(s, ctx);
-    if (!session) return redirectWith(ctx, `${s.config.baseUrl}/oauth2/signin`, { request: requestId });
+    const step = await pendingStepPage(s, ctx);
+    if (!step) return;
+    const { requestId, p, session } = step;
     const client = await getClient(s.db, p.clientId);
     if (!client) return expired(ctx);
     const contexts: ScopeContext[] = session.user.role === 'patient' ? ['patient'] : ['patient', 'user'];

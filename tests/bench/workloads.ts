@@ -68,7 +68,7 @@ function percentile(sorted: Float64Array, p: number): number {
  * backends of other databases (other test runs on the machine). Linux /proc only; undefined
  * elsewhere. Compare two snapshots per pid: a process that exits in between is not counted.
  */
-function postgresCpuMs(databaseName: string): Map<number, number> | undefined {
+export function postgresCpuMs(databaseName: string): Map<number, number> | undefined {
   const byPid = new Map<number, number>();
   let pids: string[];
   try {
@@ -97,7 +97,7 @@ function postgresCpuMs(databaseName: string): Map<number, number> | undefined {
   return byPid;
 }
 
-function postgresDelta(before: Map<number, number> | undefined, after: Map<number, number> | undefined): number {
+export function postgresDelta(before: Map<number, number> | undefined, after: Map<number, number> | undefined): number {
   if (!before || !after) return NaN;
   let ms = 0;
   for (const [pid, t] of after) ms += t - (before.get(pid) ?? 0);

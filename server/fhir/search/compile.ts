@@ -89,6 +89,14 @@ export interface Driver {
   sql: string;
   /** The parts of an exists() condition, so a token and a date condition can become one pair driver. */
   part?: { tbl: string; code: string; x: string; rt: string; param: string; cond: string };
+  /** The SQL yields each id at most once (no DISTINCT needed; see PairRows.onePerCoding). */
+  unique?: boolean;
+  /**
+   * Columns the SQL also yields (o0, o1, ...: never null, with their casts), in the order of the
+   * index its condition scans: a search without _sort can page in this order (then id),
+   * reading the first page straight off the index instead of sorting every match.
+   */
+  order?: { cast: 'timestamptz' | 'text' }[];
 }
 
 /** Rank of a pair driver: with a date, after references (one patient's rows), before a token alone; with a reference, first. */
@@ -146,10 +154,21 @@ export function pairDriver(type: string, token: Driver, other: Driver): Driver |
     return `'${v}'`;
   };
   const target = pair.targetType ? ` AND y.system2 = ${literal(pair.targetType)}` : '';
+  // One exact system|code (tokenValueCond's shape): at most one matching coding per resource.
+  const oneCoding = new RegExp(`^\\(${t.x}\\.system = \\$\\d+ AND ${t.x}\\.code = \\$\\d+\\)$`).test(t.cond);
+  const unique = pair.onePerCoding && oneCoding;
+  // The date index a condition scans is the one on the bound it starts with (dateCond puts the
+  // range-scannable bound first: high for ge / gt / eb, low for the others); both indexes
+  // (migration 006) go on with the other bound, the system and the id.
+  const bounds = /^\(?y\.dhigh2\b/.test(oc) ? ['dhigh2', 'dlow2'] : ['dlow2', 'dhigh2'];
+  const ordered = unique && o.tbl === 'date';
+  const orderCols = ordered ? `, y.${bounds[0]} AS o0, y.${bounds[1]} AS o1, y.system1 AS o2` : '';
   // The conditions' own type and parameter values are compared too, so they stay referenced.
   return {
+    unique,
+    order: ordered ? [{ cast: 'timestamptz' }, { cast: 'timestamptz' }, { cast: 'text' }] : undefined,
     rank: PAIR_RANK[o.tbl],
-    sql: `SELECT y.resource_id AS id FROM idx_composite y WHERE y.resource_type = ${t.rt} AND ${o.rt} = ${t.rt} AND y.param = ${literal(pair.param)} AND ${t.param} || '+' || ${o.param} IS NOT NULL AND ${tc} AND ${oc}${target}`,
+    sql: `SELECT y.resource_id AS id${orderCols} FROM idx_composite y WHERE y.resource_type = ${t.rt} AND ${o.rt} = ${t.rt} AND y.param = ${literal(pair.param)} AND ${t.param} || '+' || ${o.param} IS NOT NULL AND ${tc} AND ${oc}${target}`,
   };
 }
 

@@ -12,6 +12,7 @@ import {
   evalFhirPathTyped,
   formatAddress,
   formatHumanName,
+  getElementDefinition,
   getSearchParameterDetails,
   getSearchParameters,
   parseFhirPath,
@@ -343,18 +344,64 @@ export function pairParam(token: string, other: string): string {
  * "patient" the (token, subject) pair restricted to Patient targets where patient is defined as
  * the subject that is a Patient (as in R4 for Observation, Condition and others).
  */
-export function findPair(type: string, token: string, other: string): { param: string; targetType?: string } | undefined {
+export function findPair(type: string, token: string, other: string): PairRows | undefined {
   const pairs = INDEX_PAIRS[type] ?? [];
-  if (pairs.some(([t, o]) => t === token && o === other)) return { param: pairParam(token, other) };
+  if (pairs.some(([t, o]) => t === token && o === other)) return { param: pairParam(token, other), onePerCoding: singleValued(type, other) };
   if (other === 'patient' && pairs.some(([t, o]) => t === token && o === 'subject')) {
     // R4's patient parameters share one expression for all types: this type's part of it
-    const own = (getSearchParameters(type)?.patient?.expression ?? '')
-      .split('|')
-      .map((e) => e.replace(/\s+/g, ''))
-      .filter((e) => e.startsWith(`${type}.`));
-    if (own.length === 1 && own[0] === `${type}.subject.where(resolve()isPatient)`) return { param: pairParam(token, 'subject'), targetType: 'Patient' };
+    const own = ownPaths(type, 'patient');
+    if (own.length === 1 && own[0] === `${type}.subject.where(resolve()isPatient)`) {
+      return { param: pairParam(token, 'subject'), targetType: 'Patient', onePerCoding: singleValued(type, 'subject') };
+    }
   }
   return undefined;
+}
+
+export interface PairRows {
+  /** The idx_composite param of the pair rows. */
+  param: string;
+  /** Only rows whose reference targets this type answer the search (patient = subject that is a Patient). */
+  targetType?: string;
+  /**
+   * A resource has at most one pair row per coding (system|code): the other parameter yields at
+   * most one index row per resource, and pairRows() writes each coding once. A search for one
+   * exact system|code then finds each resource at most once, so its ids need no DISTINCT
+   * (which costs more than the scan itself over thousands of matches).
+   */
+  onePerCoding: boolean;
+}
+
+/** This type's parts of a SearchParameter expression (R4 shares one expression over many types). */
+function ownPaths(type: string, code: string): string[] {
+  return (getSearchParameters(type)?.[code]?.expression ?? '')
+    .split('|')
+    .map((e) => e.replace(/\s+/g, '').replace(/^\((.*)\)$/, '$1'))
+    .filter((e) => e.startsWith(`${type}.`));
+}
+
+const singleValuedCache = new Map<string, boolean>();
+
+/**
+ * Whether date or reference parameter `code` of `type` yields at most one index row per
+ * resource: every part of its expression for this type names the same top-level element (a
+ * choice type's variants count as one), optionally narrowed by ofType / as / where, and that
+ * element does not repeat in the R4 definitions (one dateTime, Period or Reference gives one
+ * row; medplum indexes no Timing). Not for tokens: one CodeableConcept gives a row per coding.
+ */
+export function singleValued(type: string, code: string): boolean {
+  const key = `${type}.${code}`;
+  let single = singleValuedCache.get(key);
+  if (single === undefined) {
+    const kind = getSearchParameters(type)?.[code]?.type;
+    const elements = new Set(
+      ownPaths(type, code).map((p) => /^[A-Za-z]+\.([a-z][A-Za-z0-9]*)(?:\.(?:ofType|as|where)\([^()]*(?:\(\))?[^()]*\))?$/.exec(p)?.[1] ?? '*'),
+    );
+    const [element] = elements;
+    const def = element && element !== '*' ? (getElementDefinition(type, element) ?? getElementDefinition(type, `${element}[x]`)) : undefined;
+    single = (kind === 'date' || kind === 'reference') && elements.size === 1 && def?.isArray === false;
+    singleValuedCache.set(key, single);
+  }
+  return single;
 }
 
 /** Whether a type writes pair rows (so its idx_composite rows must be cleared on update). */

@@ -1,0 +1,189 @@
+// "Observation?code=system|code&date=..." without _sort: the matches come from the token + date
+// pair rows of one exact coding (index-rows.ts INDEX_PAIRS), which hold each resource at most
+// once, so they are counted without DISTINCT and paged in the order of the date index the
+// condition scans (then id), the first page read straight off the index. These tests check what
+// a client sees of that: the right ids and total, every match exactly once across the pages
+// (forwards and backwards, and while matches are added and deleted between pages), the order
+// by date, and the same answers when a coding repeats under another system (where the rows are
+// not unique and DISTINCT is still used).
+import type { Observation, Resource } from '@medplum/fhirtypes';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { INDEX_PAIRS, findPair, singleValued } from '../../../server/fhir/search/index-rows.ts';
+import { search } from '../../../server/fhir/search/search.ts';
+import { OPTIONS, freshDb, ids, parseQuery, run, type BundleJson, type TestDb } from './helpers.ts';
+
+const LOINC = 'http://loinc.org';
+const GLUCOSE = `${LOINC}|2339-0`;
+const N = 47;
+
+/** Day k of 2024 (k from 0), at a time that differs per k so no two share an instant. */
+const dayOf = (k: number) => new Date(Date.UTC(2024, 0, 1 + k, k % 24, k % 60)).toISOString();
+
+function glucose(id: string, when: string | { start: string; end: string }, extra: Partial<Observation> = {}): Observation {
+  return {
+    resourceType: 'Observation',
+    id,
+    status: 'final',
+    code: { coding: [{ system: LOINC, code: '2339-0' }] },
+    subject: { reference: 'Patient/p1' },
+    ...(typeof when === 'string' ? { effectiveDateTime: when } : { effectivePeriod: when }),
+    ...extra,
+  };
+}
+
+// Days shuffled so that id order and date order differ.
+const days = Array.from({ length: N }, (_, i) => (i * 17) % N);
+const fixtures: Resource[] = [
+  { resourceType: 'Patient', id: 'p1' },
+  ...days.map((d, i) => glucose(`g${String(i).padStart(2, '0')}`, dayOf(d * 3))),
+  // a Period: its high end (the end of 2024-02-16) decides where "ge" scans it
+  glucose('gp', { start: '2023-12-01', end: '2024-02-16' }),
+  // the same code under a second system: one resource, two codings with code 2339-0
+  glucose('g2', dayOf(200), { code: { coding: [{ system: LOINC, code: '2339-0' }, { system: 'urn:lab:local', code: '2339-0' }] } }),
+  // another code, and a glucose without a date: never matches a date condition
+  { ...glucose('hb', dayOf(10)), code: { coding: [{ system: LOINC, code: '718-7' }] } },
+  { resourceType: 'Observation', id: 'nodate', status: 'final', code: { coding: [{ system: LOINC, code: '2339-0' }] } },
+];
+
+/** The high end of an Observation's date (what a "ge" search scans and orders by), comparable as text. */
+const highOf = (o: Observation): string => o.effectiveDateTime ?? (o.effectivePeriod?.end ? `${o.effectivePeriod.end}T23:59:59.999Z` : '');
+type Entry = NonNullable<BundleJson['entry']>[number];
+const high = (e: Entry): string => highOf(e.resource as unknown as Observation);
+
+/** What a date-ge search on glucose must find, worked out from the fixtures. */
+function expectedGe(from: string): Observation[] {
+  return fixtures
+    .filter((r): r is Observation => r.resourceType === 'Observation' && r.code?.coding?.[0].code === '2339-0')
+    .filter((o) => highOf(o) >= from);
+}
+const idsGe = (from: string): string[] => expectedGe(from).map((o) => o.id as string);
+
+let t: TestDb;
+
+beforeAll(async () => {
+  t = await freshDb();
+  for (const r of fixtures) await t.repo.update(r);
+});
+
+afterAll(async () => {
+  await t?.drop();
+});
+
+/** The search URL of a link, as the query the helper runs. */
+const query = (url: string) => url.slice(url.indexOf('/fhir/') + '/fhir/'.length);
+const link = (b: BundleJson, rel: string) => b.link?.find((l) => l.relation === rel)?.url;
+
+async function walkForward(q: string): Promise<{ seen: string[]; pages: BundleJson[] }> {
+  const pages: BundleJson[] = [];
+  const seen: string[] = [];
+  let b: BundleJson | undefined = await run(t.db, q);
+  while (b) {
+    pages.push(b);
+    seen.push(...ids(b));
+    expect(pages.length).toBeLessThan(50);
+    const next = link(b, 'next');
+    b = next ? await run(t.db, query(next)) : undefined;
+  }
+  return { seen, pages };
+}
+
+describe('pair rows of one exact coding', () => {
+  it('are declared one per coding for every pair (their other parameter is single-valued)', () => {
+    for (const [type, pairs] of Object.entries(INDEX_PAIRS)) {
+      for (const [token, other] of pairs) expect(findPair(type, token, other)?.onePerCoding, `${type} ${token}+${other}`).toBe(true);
+    }
+    expect(singleValued('Observation', 'date')).toBe(true);
+    expect(singleValued('Condition', 'onset-date')).toBe(true); // two ofType() of one choice element
+    expect(singleValued('Patient', 'general-practitioner')).toBe(false); // repeats
+    expect(singleValued('Observation', 'code')).toBe(false); // a token: one row per coding
+    expect(singleValued('Encounter', 'participant')).toBe(false);
+  });
+
+  it('are counted and paged without DISTINCT, first page in date order off the index', async () => {
+    const captured: string[] = [];
+    const spy = { query: (text: string, values: unknown[]) => (captured.push(text), t.db.query(text, values)) };
+    const text = await search(spy as never, parseQuery(`Observation?code=${GLUCOSE}&date=ge2024-03-01&_total=accurate&_count=5`), OPTIONS);
+    expect(captured).toHaveLength(1);
+    expect(captured[0]).not.toContain('DISTINCT');
+    expect(captured[0]).not.toContain('MATERIALIZED');
+    const b = JSON.parse(text) as BundleJson;
+    expect(b.total).toBe(idsGe('2024-03-01').length);
+    const dates = (b.entry ?? []).map(high);
+    expect(dates).toEqual([...dates].sort());
+  });
+
+  it.each([
+    ['ge2024-03-01', '2024-03-01'],
+    ['ge2024-02-10', '2024-02-10'], // takes in the Period ending 2024-02-16
+    ['ge2025-01-01', '2025-01-01'], // none
+  ])('date=%s: every match once over the pages, in date order, with the total on each page', async (prefixed, from) => {
+    const expected = idsGe(from);
+    const { seen, pages } = await walkForward(`Observation?code=${GLUCOSE}&date=${prefixed}&_total=accurate&_count=7`);
+    expect([...seen].sort()).toEqual([...expected].sort());
+    expect(new Set(seen).size).toBe(seen.length);
+    for (const p of pages) expect(p.total).toBe(expected.length);
+    const dates = pages.flatMap((p) => (p.entry ?? []).map(high));
+    expect(dates).toEqual([...dates].sort());
+  });
+
+  it('walks back with previous links to the first page', async () => {
+    const { pages } = await walkForward(`Observation?code=${GLUCOSE}&date=ge2024-01-15&_count=6`);
+    expect(pages.length).toBeGreaterThan(3);
+    let b: BundleJson = pages[pages.length - 1];
+    const back: string[][] = [ids(b)];
+    for (let i = pages.length - 2; i >= 0; i--) {
+      b = await run(t.db, query(link(b, 'previous') as string));
+      back.unshift(ids(b));
+    }
+    expect(link(b, 'previous')).toBeUndefined();
+    expect(back).toEqual(pages.map((p) => ids(p)));
+  });
+
+  it('stays right while matches are added and deleted between pages', async () => {
+    const q = `Observation?code=${GLUCOSE}&date=ge2024-02-01&_count=8`;
+    const first = await run(t.db, q);
+    const page1 = ids(first);
+    // Later than everything on page 1: must show up on a later page. Earlier: must not (it
+    // belongs before the cursor). A match not seen yet and deleted: must never show up.
+    await t.repo.update(glucose('late', '2024-12-30T12:00:00Z'));
+    await t.repo.update(glucose('early', '2024-02-02T00:00:00Z'));
+    const gone = idsGe('2024-02-01').filter((id) => !page1.includes(id)).pop() as string;
+    await t.repo.delete('Observation', gone);
+    let b: BundleJson | undefined = first;
+    const seen: string[] = [];
+    while (b) {
+      seen.push(...ids(b));
+      const next = link(b, 'next');
+      b = next ? await run(t.db, query(next)) : undefined;
+    }
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen).toContain('late');
+    expect(seen).not.toContain('early');
+    expect(seen).not.toContain(gone);
+    expect(seen).toHaveLength(idsGe('2024-02-01').length); // every original match but the deleted one, plus 'late'
+    await t.repo.delete('Observation', 'late');
+    await t.repo.delete('Observation', 'early');
+    await t.repo.update(fixtures.find((r) => r.id === gone) as Resource);
+  });
+
+  it('count a coding that repeats under another system once, with or without the system', async () => {
+    // g2 has 2339-0 under LOINC and under urn:lab:local
+    for (const code of [GLUCOSE, '2339-0', 'urn:lab:local|2339-0']) {
+      const q = `Observation?code=${code}&date=ge2024-07-01&_total=accurate`;
+      const b = await run(t.db, q);
+      const expected = code.startsWith('urn:') ? ['g2'] : idsGe('2024-07-01');
+      expect([...ids(b)].sort(), q).toEqual([...expected].sort());
+      expect(b.total, q).toBe(expected.length);
+    }
+    const both = await run(t.db, `Observation?code=${GLUCOSE},urn:lab:local|2339-0&date=ge2024-07-01&_total=accurate`);
+    expect(both.total).toBe(idsGe('2024-07-01').length);
+    expect(new Set(ids(both)).size).toBe(ids(both).length);
+  });
+
+  it('keep _sort when one is given', async () => {
+    const b = await run(t.db, `Observation?code=${GLUCOSE}&date=ge2024-03-01&_sort=-date&_count=5`);
+    const dates = (b.entry ?? []).map(high);
+    expect(dates).toEqual([...dates].sort().reverse());
+    expect(dates[0]).toBe(expectedGe('2024-03-01').map(highOf).sort().pop());
+  });
+});

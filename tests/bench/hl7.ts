@@ -133,7 +133,10 @@ async function outbound(n: number): Promise<void> {
       const text = `MSH|^~\\&|WARDLINK|HOSP|RCV|RCV|20240301120000||REF^I12^REF_I12|${id}|P|2.5.1\rRF1|A^Accepted^HL70283|R^Routine^HL70280||||${id}`;
       await enqueueOutbound(deps, `mllp://127.0.0.1:${receiver.port}`, 'REF^I12', id, text);
     }
-    await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${received} of ${n} outbound messages arrived`)), 120_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`only ${received} of ${n} outbound messages arrived`)), 120_000)));
+    // The timer is cleared once all arrived, or it would hold the process open for two minutes.
+    await Promise.race([done, timeout]).finally(() => clearTimeout(timer));
     const seconds = (performance.now() - start) / 1000;
     console.log(`Outbound REF^I12 to a local MLLP receiver (queue + send + ACK check): ${(n / seconds).toFixed(0)} messages/s (${n} messages), load average ${loadavg()[0].toFixed(2)}`);
   } finally {

@@ -417,6 +417,11 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   // entries instead of a sort of every match, and the count is a plain index-only count).
   const indexOrder = p.sort.length === 0 && p.types.length === 1 ? sources.get(p.types[0])!.indexOrder : undefined;
   if (indexOrder) p.sort = indexOrder;
+  // A cursor carries one value per sort key: one from another search (or from before an upgrade
+  // that changed this search's order) cannot be placed in this one.
+  if (p.cursor && p.cursor.k.length !== p.sort.length) {
+    throw badRequest('The paging cursor does not belong to this search (follow the links of a previous page)', ['_cursor']);
+  }
   const cap = p.total === 'estimate' && !unique ? TOTAL_CAP : undefined;
   const countSql = p.types
     .map((t) => {

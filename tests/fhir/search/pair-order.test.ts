@@ -8,6 +8,7 @@
 // not unique and DISTINCT is still used).
 import type { Observation, Resource } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FhirError } from '../../../server/fhir/outcome.ts';
 import { INDEX_PAIRS, findPair, singleValued } from '../../../server/fhir/search/index-rows.ts';
 import { search } from '../../../server/fhir/search/search.ts';
 import { OPTIONS, freshDb, ids, parseQuery, run, type BundleJson, type TestDb } from './helpers.ts';
@@ -178,6 +179,16 @@ describe('pair rows of one exact coding', () => {
     const both = await run(t.db, `Observation?code=${GLUCOSE},urn:lab:local|2339-0&date=ge2024-07-01&_total=accurate`);
     expect(both.total).toBe(idsGe('2024-07-01').length);
     expect(new Set(ids(both)).size).toBe(ids(both).length);
+  });
+
+  it('refuse a cursor of another search with a 400 naming _cursor', async () => {
+    // Without a date the same code is paged by id: its cursor has no date keys.
+    const byId = await run(t.db, `Observation?code=${GLUCOSE}&_count=5`);
+    const cursor = new URL(link(byId, 'next') as string).searchParams.get('_cursor') as string;
+    const err = await run(t.db, `Observation?code=${GLUCOSE}&date=ge2024-03-01&_count=5&_cursor=${cursor}`).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FhirError);
+    expect((err as FhirError).status).toBe(400);
+    expect(JSON.stringify((err as FhirError).outcome)).toContain('_cursor');
   });
 
   it('keep _sort when one is given', async () => {

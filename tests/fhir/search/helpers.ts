@@ -1,5 +1,7 @@
 // Shared setup for the search tests: a fresh PostgreSQL database per test file (migrated), a
 // Repository to write with, and a small query helper.
+import type { Resource } from '@medplum/fhirtypes';
+import { afterAll, beforeAll } from 'vitest';
 import { migrate } from '../../../server/db/migrate.ts';
 import { createDb, type Db } from '../../../server/db/pool.ts';
 import { loadDefinitions } from '../../../server/fhir/definitions.ts';
@@ -29,6 +31,34 @@ export async function freshDb(): Promise<TestDb> {
       await db.close();
       await database.drop();
     },
+  };
+}
+
+/**
+ * A fresh database for the test file, loaded with the fixtures (each written as an update at its
+ * id) before the file's tests and dropped after them. Its db and repo are ready inside tests.
+ */
+export function loadedDb(fixtures: Resource[]): TestDb {
+  let t: TestDb | undefined;
+  beforeAll(async () => {
+    t = await freshDb();
+    for (const r of fixtures) await t.repo.update(r);
+  });
+  afterAll(async () => {
+    await t?.drop();
+  });
+  const ready = (): TestDb => {
+    if (!t) throw new Error('loadedDb: used outside a test');
+    return t;
+  };
+  return {
+    get db() {
+      return ready().db;
+    },
+    get repo() {
+      return ready().repo;
+    },
+    drop: () => ready().drop(),
   };
 }
 

@@ -7,11 +7,11 @@
 // by date, and the same answers when a coding repeats under another system (where the rows are
 // not unique and DISTINCT is still used).
 import type { Observation, Resource } from '@medplum/fhirtypes';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FhirError } from '../../../server/fhir/outcome.ts';
 import { INDEX_PAIRS, findPair, singleValued } from '../../../server/fhir/search/index-rows.ts';
 import { search } from '../../../server/fhir/search/search.ts';
-import { OPTIONS, freshDb, ids, parseQuery, run, type BundleJson, type TestDb } from './helpers.ts';
+import { OPTIONS, loadedDb, ids, parseQuery, run, type BundleJson } from './helpers.ts';
 
 const LOINC = 'http://loinc.org';
 const GLUCOSE = `${LOINC}|2339-0`;
@@ -59,16 +59,7 @@ function expectedGe(from: string): Observation[] {
 }
 const idsGe = (from: string): string[] => expectedGe(from).map((o) => o.id as string);
 
-let t: TestDb;
-
-beforeAll(async () => {
-  t = await freshDb();
-  for (const r of fixtures) await t.repo.update(r);
-});
-
-afterAll(async () => {
-  await t?.drop();
-});
+const t = loadedDb(fixtures);
 
 /** The search URL of a link, as the query the helper runs. */
 const query = (url: string) => url.slice(url.indexOf('/fhir/') + '/fhir/'.length);

@@ -2,11 +2,11 @@
 // chains, _has, composites, near, result parameters and paging. Expected id sets are worked out
 // by hand from the R4 search page's rules (comments give the reasoning for the edge cases).
 import type { Resource } from '@medplum/fhirtypes';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FhirError } from '../../../server/fhir/outcome.ts';
 import { reindex } from '../../../server/fhir/search/reindex.ts';
 import { findMatches, search } from '../../../server/fhir/search/search.ts';
-import { FHIR_BASE, OPTIONS, freshDb, ids, parseQuery, run, type TestDb } from './helpers.ts';
+import { FHIR_BASE, OPTIONS, loadedDb, ids, parseQuery, run } from './helpers.ts';
 
 const LOINC = 'http://loinc.org';
 const UCUM = 'http://unitsofmeasure.org';
@@ -133,16 +133,7 @@ const fixtures: Resource[] = [
   { resourceType: 'Location', id: 'l4', name: 'Nowhere' },
 ];
 
-let t: TestDb;
-
-beforeAll(async () => {
-  t = await freshDb();
-  for (const r of fixtures) await t.repo.update(r);
-});
-
-afterAll(async () => {
-  await t?.drop();
-});
+const t = loadedDb(fixtures);
 
 const sorted = (a: string[]) => [...a].sort();
 

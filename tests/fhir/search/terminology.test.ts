@@ -3,9 +3,9 @@
 // R4 CodeSystems: condition-clinical has active > {recurrence, relapse} and inactive >
 // {remission, resolved}; condition-ver-status has unconfirmed > {provisional, differential}.
 import type { Resource } from '@medplum/fhirtypes';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FhirError } from '../../../server/fhir/outcome.ts';
-import { freshDb, ids, run, type TestDb } from './helpers.ts';
+import { loadedDb, ids, run } from './helpers.ts';
 
 const CLINICAL = 'http://terminology.hl7.org/CodeSystem/condition-clinical';
 const VERIFICATION = 'http://terminology.hl7.org/CodeSystem/condition-ver-status';
@@ -40,14 +40,7 @@ const fixtures: Resource[] = [
   condition('c7', 'http://example.org/other|active'),
 ];
 
-let t: TestDb;
-beforeAll(async () => {
-  t = await freshDb();
-  for (const r of fixtures) await t.repo.update(r);
-});
-afterAll(async () => {
-  await t?.drop();
-});
+const t = loadedDb(fixtures);
 
 const sorted = (a: string[]) => [...a].sort();
 

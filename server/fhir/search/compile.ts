@@ -92,11 +92,18 @@ export interface Driver {
   /** The SQL yields each id at most once (no DISTINCT needed; see PairRows.onePerCoding). */
   unique?: boolean;
   /**
-   * Columns the SQL also yields (o0, o1, ...: never null, with their casts), in the order of the
-   * index its condition scans: a search without _sort can page in this order (then id),
-   * reading the first page straight off the index instead of sorting every match.
+   * A search without _sort can page in the order of the index this driver scans (then id),
+   * reading its first page straight off the index instead of sorting every match: `sql` yields
+   * each id once with its keys (o0, o1, ...: never null) in that order.
    */
-  order?: { cast: 'timestamptz' | 'text' }[];
+  ordered?: OrderedDriver;
+}
+
+export interface OrderedDriver {
+  sql: string;
+  keys: { cast: 'timestamptz' | 'text'; /** text_pattern_ops order (byte order), as the string index. */ pattern?: boolean }[];
+  /** Counting its rows is as cheap as counting the driver's (else a total takes the plain driver). */
+  countable: boolean;
 }
 
 /** Rank of a pair driver: with a date, after references (one patient's rows), before a token alone; with a reference, first. */
@@ -161,14 +168,35 @@ export function pairDriver(type: string, token: Driver, other: Driver): Driver |
   // range-scannable bound first: high for ge / gt / eb, low for the others); both indexes
   // (migration 006) go on with the other bound, the system and the id.
   const bounds = /^\(?y\.dhigh2\b/.test(oc) ? ['dhigh2', 'dlow2'] : ['dlow2', 'dhigh2'];
-  const ordered = unique && o.tbl === 'date';
-  const orderCols = ordered ? `, y.${bounds[0]} AS o0, y.${bounds[1]} AS o1, y.system1 AS o2` : '';
   // The conditions' own type and parameter values are compared too, so they stay referenced.
+  const from = `FROM idx_composite y WHERE y.resource_type = ${t.rt} AND ${o.rt} = ${t.rt} AND y.param = ${literal(pair.param)} AND ${t.param} || '+' || ${o.param} IS NOT NULL AND ${tc} AND ${oc}${target}`;
+  const ordered: OrderedDriver | undefined =
+    unique && o.tbl === 'date'
+      ? {
+          sql: `SELECT y.resource_id AS id, y.${bounds[0]} AS o0, y.${bounds[1]} AS o1, y.system1 AS o2 ${from}`,
+          keys: [{ cast: 'timestamptz' }, { cast: 'timestamptz' }, { cast: 'text' }],
+          countable: true,
+        }
+      : undefined;
+  return { unique, ordered, rank: PAIR_RANK[o.tbl], sql: `SELECT y.resource_id AS id ${from}` };
+}
+
+/**
+ * A string prefix search ("name=smi") in the order of the prefix index (value, then id): each
+ * resource once, at the smallest of its values that match (a patient named Smith, given name
+ * Smitty, is listed under "smith" only: a probe of the resource's own rows by the owner index).
+ * Its first page reads about as many index entries as it shows, where the id order must first
+ * gather, de-duplicate and sort every match (thousands for a common prefix). A count needs every
+ * match anyway, and with a probe each it costs more than de-duplicating: not countable.
+ */
+function prefixOrdered(part: NonNullable<Driver['part']>, x2: string): OrderedDriver {
+  const { x, rt, param, cond } = part;
+  const cond2 = cond.replace(new RegExp(`\\b${x}\\.`, 'g'), `${x2}.`);
   return {
-    unique,
-    order: ordered ? [{ cast: 'timestamptz' }, { cast: 'timestamptz' }, { cast: 'text' }] : undefined,
-    rank: PAIR_RANK[o.tbl],
-    sql: `SELECT y.resource_id AS id${orderCols} FROM idx_composite y WHERE y.resource_type = ${t.rt} AND ${o.rt} = ${t.rt} AND y.param = ${literal(pair.param)} AND ${t.param} || '+' || ${o.param} IS NOT NULL AND ${tc} AND ${oc}${target}`,
+    sql: `SELECT ${x}.resource_id AS id, ${x}.value AS o0 FROM idx_string ${x} WHERE ${x}.resource_type = ${rt} AND ${x}.param = ${param} AND ${cond}
+      AND NOT EXISTS (SELECT 1 FROM idx_string ${x2} WHERE ${x2}.resource_type = ${x}.resource_type AND ${x2}.resource_id = ${x}.resource_id AND ${x2}.param = ${x}.param AND ${cond2} AND ${x2}.value ~<~ ${x}.value)`,
+    keys: [{ cast: 'text', pattern: true }],
+    countable: false,
   };
 }
 
@@ -602,9 +630,13 @@ export class Compiler {
 
   private string(type: string, alias: string, name: string, code: string, modifier: string | undefined, value: string): string {
     switch (modifier) {
-      case undefined:
-        return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
+      case undefined: {
+        const condition = this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
           `${x}.value LIKE ${this.sql.bind(likeEscape(normalizeString(unescapeValue(v))) + '%')}`));
+        const driver = this.drivers.get(condition);
+        if (driver?.part && splitEscaped(value, ',').length === 1) driver.ordered = prefixOrdered(driver.part, this.sql.alias('x'));
+        return condition;
+      }
       case 'exact':
         return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
           `${x}.exact = ${this.sql.bind(unescapeValue(v))}`));

@@ -58,6 +58,8 @@ interface SortKey {
   desc: boolean;
   /** The key is never null (so a cursor on it also bounds an index range scan). */
   notNull?: boolean;
+  /** Compared in byte order (text_pattern_ops: ~<~ ~>~), the order of the string prefix index. */
+  pattern?: boolean;
   /** The key reads a column of the resource row (not just its id). */
   usesRow?: boolean;
   cast: KeyCast;
@@ -313,8 +315,8 @@ interface Source {
   driven: boolean;
   /** ... each at most once. */
   unique: boolean;
-  /** Without _sort: keys (on the driver's columns) in which the driver's index yields its rows. */
-  indexOrder?: SortKey[];
+  /** Without _sort: the same matches in the order of the driver's index (see OrderedDriver). */
+  ordered?: { from: string; keys: SortKey[]; countable: boolean };
 }
 
 function sourceOf(c: Compiler, p: Parsed, t: string): Source {
@@ -338,10 +340,22 @@ function sourceOf(c: Compiler, p: Parsed, t: string): Source {
   }
   if (!best) return { from: `${table(t)} a`, where: whereOf(filters), driven: false, unique: false };
   const rest = filters.filter((_, i) => !best!.index.includes(i));
-  const { unique, order } = best.driver;
+  const { unique, ordered } = best.driver;
   const ids = unique ? best.driver.sql : `SELECT DISTINCT d.id FROM (${best.driver.sql}) d`;
-  const indexOrder = order?.map((o, i): SortKey => ({ desc: false, notNull: true, cast: o.cast, sql: (_t, a) => `${a}.o${i}` }));
-  return { from: `(${ids}) a`, where: rest.length ? rest.join(' AND ') : 'true', driven: true, unique: unique === true, indexOrder };
+  return {
+    from: `(${ids}) a`,
+    where: rest.length ? rest.join(' AND ') : 'true',
+    driven: true,
+    unique: unique === true,
+    // With other conditions the ordered rows are filtered as they stream: fine when each is a
+    // plain index row (pairs), but the string order probes every row it passes, and a filter
+    // that rejects the first thousands (name=joh&gender=female) would probe them all.
+    ordered: !ordered || (!ordered.countable && rest.length) ? undefined : {
+      from: `(${ordered.sql}) a`,
+      keys: ordered.keys.map((k, i): SortKey => ({ desc: false, notNull: true, cast: k.cast, pattern: k.pattern, sql: (_t, a) => `${a}.o${i}` })),
+      countable: ordered.countable,
+    },
+  };
 }
 
 /** Keyset condition: the row comes strictly after (or before) the cursor row in the sort order. */
@@ -355,16 +369,18 @@ function keysetCond(c: SqlBuilder, sort: SortKey[], cursor: Cursor, multi: boole
       return before ? { later: `${col} IS NOT NULL`, equal: `${col} IS NULL` } : { later: 'false', equal: `${col} IS NULL` };
     }
     const b = `${c.bind(v)}::${k.cast}`;
-    const fwd = k.desc ? '<' : '>';
-    const back = k.desc ? '>' : '<';
+    const [gt, lt] = k.pattern ? ['~>~', '~<~'] : ['>', '<'];
+    const fwd = k.desc ? lt : gt;
+    const back = k.desc ? gt : lt;
     return before ? { later: `${col} ${back} ${b}`, equal: `${col} = ${b}` } : { later: `(${col} ${fwd} ${b} OR ${col} IS NULL)`, equal: `${col} = ${b}` };
   });
   const op = before ? '<' : '>';
   // The same condition once more as a plain bound on the first key when it cannot be null: the
   // index the rows come from (in this order) then starts its scan at the cursor.
   const k0 = sort[0];
+  const [ge, le] = k0?.pattern ? ['~>=~', '~<=~'] : ['>=', '<='];
   const bound = k0?.notNull && cursor.k[0] !== null && cursor.k[0] !== undefined
-    ? `s.k0 ${k0.desc !== before ? '<=' : '>='} ${c.bind(cursor.k[0])}::${k0.cast} AND `
+    ? `s.k0 ${k0.desc !== before ? le : ge} ${c.bind(cursor.k[0])}::${k0.cast} AND `
     : '';
   if (multi) terms.push({ later: `s.rt ${op} ${c.bind(cursor.t)}`, equal: `s.rt = ${c.bind(cursor.t)}` });
   let cond = `s.id ${op} ${c.bind(cursor.i)}`;
@@ -375,7 +391,8 @@ function keysetCond(c: SqlBuilder, sort: SortKey[], cursor: Cursor, multi: boole
 function orderBy(prefix: string, sort: SortKey[], reverse: boolean, multi: boolean): string {
   const parts = sort.map((k, i) => {
     const desc = k.desc !== reverse;
-    return `${prefix}k${i} ${desc ? 'DESC' : 'ASC'} NULLS ${reverse ? 'FIRST' : 'LAST'}`;
+    const direction = k.pattern ? `USING ${desc ? '~>~' : '~<~'}` : desc ? 'DESC' : 'ASC';
+    return `${prefix}k${i} ${direction} NULLS ${reverse ? 'FIRST' : 'LAST'}`;
   });
   if (multi) parts.push(`${prefix}rt ${reverse ? 'DESC' : 'ASC'}`);
   parts.push(`${prefix}id ${reverse ? 'DESC' : 'ASC'}`);
@@ -411,12 +428,19 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   const countOnly = p.summary === 'count' || p.count === 0;
   const countInSql = countOnly || p.total === 'accurate' || p.total === 'estimate';
   const sources = new Map(p.types.map((t) => [t, sourceOf(c, p, t)]));
+  // No _sort: a single type whose driver can read its matches in index order pages in that order
+  // (any order is the server's to choose without _sort; this one costs the first page about 21
+  // index entries instead of a sort of every match), unless a total is wanted that the ordered
+  // rows cannot count cheaply.
+  const only = p.types.length === 1 ? sources.get(p.types[0])! : undefined;
+  const ordered = p.sort.length === 0 && only?.ordered && (!countInSql || only.ordered.countable) ? only.ordered : undefined;
+  if (ordered && only) {
+    p.sort = ordered.keys;
+    only.from = ordered.from;
+    only.unique = true;
+  }
+  const indexOrder = ordered !== undefined;
   const unique = p.types.every((t) => sources.get(t)!.unique);
-  // No _sort: a single type whose driver reads its matches in index order pages in that order
-  // (any order is the server's to choose without _sort; this one costs the first page 21 index
-  // entries instead of a sort of every match, and the count is a plain index-only count).
-  const indexOrder = p.sort.length === 0 && p.types.length === 1 ? sources.get(p.types[0])!.indexOrder : undefined;
-  if (indexOrder) p.sort = indexOrder;
   // A cursor carries one value per sort key: one from another search (or from before an upgrade
   // that changed this search's order) cannot be placed in this one.
   if (p.cursor && p.cursor.k.length !== p.sort.length) {

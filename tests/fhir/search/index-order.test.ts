@@ -1,12 +1,15 @@
-// "Observation?code=system|code&date=..." without _sort: the matches come from the token + date
-// pair rows of one exact coding (index-rows.ts INDEX_PAIRS), which hold each resource at most
-// once, so they are counted without DISTINCT and paged in the order of the date index the
-// condition scans (then id), the first page read straight off the index. These tests check what
-// a client sees of that: the right ids and total, every match exactly once across the pages
-// (forwards and backwards, and while matches are added and deleted between pages), the order
-// by date, and the same answers when a coding repeats under another system (where the rows are
-// not unique and DISTINCT is still used).
-import type { Observation, Resource } from '@medplum/fhirtypes';
+// Searches without _sort whose matches come from one index driver are paged in that index's
+// order, the first page read straight off the index instead of gathering and sorting every match:
+// - "Observation?code=system|code&date=..." from the token + date pair rows of one exact coding
+//   (index-rows.ts INDEX_PAIRS), which hold each resource at most once, so they are also counted
+//   without DISTINCT: in date order;
+// - a string prefix ("Patient?name=smit", nothing else): in the order of the matched value, each
+//   resource once, under the smallest of its values that match.
+// These tests check what a client sees of that: the right ids and totals, every match exactly
+// once across the pages (forwards and backwards, and while matches are added and deleted between
+// pages), the order, and the same answers where the rows are not unique (a coding repeated under
+// another system, a patient matching by two names) or a total or another condition is asked for.
+import type { Observation, Patient, Resource } from '@medplum/fhirtypes';
 import { describe, expect, it } from 'vitest';
 import { FhirError } from '../../../server/fhir/outcome.ts';
 import { INDEX_PAIRS, findPair, singleValued } from '../../../server/fhir/search/index-rows.ts';
@@ -34,8 +37,24 @@ function glucose(id: string, when: string | { start: string; end: string }, extr
 
 // Days shuffled so that id order and date order differ.
 const days = Array.from({ length: N }, (_, i) => (i * 17) % N);
+// Patients for the string order. Matching "smit", smallest value first: s7 "smit"; s1, s2, s4
+// "smith" (s4's given name Smitty matches too, but later); s3 "smithers"; s5 "smitty" (given
+// name; its full name "smitty jones" comes after). s6 (Smyth) does not match.
+const person = (id: string, family: string, given: string, gender: Patient['gender'] = 'female'): Patient => ({ resourceType: 'Patient', id, gender, name: [{ family, given: [given] }] });
+const people: Patient[] = [
+  person('s1', 'Smith', 'Anna'),
+  person('s2', 'Smith', 'Bob', 'male'),
+  person('s3', 'Smithers', 'Carl', 'male'),
+  person('s4', 'Smith', 'Smitty'),
+  person('s5', 'Jones', 'Smitty', 'male'),
+  person('s6', 'Smyth', 'Dora'),
+  person('s7', 'Smit', 'Eve'),
+];
+const SMIT_ORDER = ['s7', 's1', 's2', 's4', 's3', 's5'];
+
 const fixtures: Resource[] = [
   { resourceType: 'Patient', id: 'p1' },
+  ...people,
   ...days.map((d, i) => glucose(`g${String(i).padStart(2, '0')}`, dayOf(d * 3))),
   // a Period: its high end (the end of 2024-02-16) decides where "ge" scans it
   glucose('gp', { start: '2023-12-01', end: '2024-02-16' }),
@@ -187,5 +206,57 @@ describe('pair rows of one exact coding', () => {
     const dates = (b.entry ?? []).map(high);
     expect(dates).toEqual([...dates].sort().reverse());
     expect(dates[0]).toBe(expectedGe('2024-03-01').map(highOf).sort().pop());
+  });
+});
+
+describe('string prefix without _sort', () => {
+  it('reads its first page off the prefix index: no DISTINCT, byte order of the value', async () => {
+    const captured: string[] = [];
+    const spy = { query: (text: string, values: unknown[]) => (captured.push(text), t.db.query(text, values)) };
+    await search(spy as never, parseQuery('Patient?name=smit&_count=3'), OPTIONS);
+    expect(captured[0]).toContain('~<~');
+    expect(captured[0]).not.toContain('DISTINCT');
+  });
+
+  it('lists each match once, under its smallest matching value, over every page and back', async () => {
+    const { seen, pages } = await walkForward('Patient?name=smit&_count=2');
+    expect(seen).toEqual(SMIT_ORDER);
+    expect(pages).toHaveLength(3);
+    let b = pages[2];
+    const back = [ids(b)];
+    for (let i = 1; i >= 0; i--) {
+      b = await run(t.db, query(link(b, 'previous') as string));
+      back.unshift(ids(b));
+    }
+    expect(back).toEqual(pages.map((p) => ids(p)));
+    expect(link(b, 'previous')).toBeUndefined();
+  });
+
+  it('stays right while matches are added between pages', async () => {
+    const first = await run(t.db, 'Patient?name=smit&_count=2'); // s7, s1: the cursor is at ("smith", s1)
+    await t.repo.update(person('s0', 'Smit', 'Zoe')); // ("smit", s0): before the cursor
+    await t.repo.update(person('s9', 'Smitz', 'Zed')); // ("smitz", s9): after everything
+    await t.repo.delete('Patient', 's3');
+    let b: BundleJson | undefined = first;
+    const seen: string[] = [];
+    while (b) {
+      seen.push(...ids(b));
+      const next = link(b, 'next');
+      b = next ? await run(t.db, query(next)) : undefined;
+    }
+    expect(seen).toEqual(['s7', 's1', 's2', 's4', 's5', 's9']);
+    await t.repo.delete('Patient', 's0');
+    await t.repo.delete('Patient', 's9');
+    await t.repo.update(people.find((p) => p.id === 's3') as Resource);
+  });
+
+  it('keeps the id order where a total or another condition is asked for, with the same matches', async () => {
+    const total = await run(t.db, 'Patient?name=smit&_total=accurate&_count=100');
+    expect(ids(total)).toEqual([...SMIT_ORDER].sort());
+    expect(total.total).toBe(SMIT_ORDER.length);
+    const women = await run(t.db, 'Patient?name=smit&gender=female');
+    expect(ids(women)).toEqual(['s1', 's4', 's7']);
+    const two = await run(t.db, 'Patient?name=smith,jones');
+    expect(ids(two)).toEqual(['s1', 's2', 's3', 's4', 's5']);
   });
 });

@@ -7,7 +7,7 @@ import type { SearchParameter } from '@medplum/fhirtypes';
 import { isResourceType } from '../definitions.ts';
 import { expandValueSet, subsumption } from '../terminology.ts';
 import { parseFilter, type FilterNode, type FilterOp } from './filter.ts';
-import { IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, findPair, isServedParam, parseReference } from './index-rows.ts';
+import { IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, fewValues, findPair, isServedParam, parseReference } from './index-rows.ts';
 import { normalizeString } from './normalize.ts';
 import {
   ParamError,
@@ -82,6 +82,8 @@ export const TOP_ALIAS = 'a';
  * composites, numbers and quantities, and dates (ranges) last.
  */
 const DRIVER_RANK: Record<string, number> = { reference: 1, geo: 2, chain: 2, token: 3, uri: 3, composite: 4, string: 5, number: 6, quantity: 6, date: 7 };
+/** A token of few values (gender, status, active: index-rows.ts fewValues) drives after a string, before a range. */
+const FEW_VALUES_RANK = 5.5;
 
 export interface Driver {
   rank: number;
@@ -294,7 +296,7 @@ export class Compiler {
     this.parts.set(condition, { tbl, code, x, rt, param, cond: c });
     if (alias === TOP_ALIAS) {
       this.drivers.set(condition, {
-        rank: DRIVER_RANK[tbl] ?? 9,
+        rank: tbl === 'token' && fewValues(type, code) ? FEW_VALUES_RANK : (DRIVER_RANK[tbl] ?? 9),
         sql: `SELECT ${x}.resource_id AS id FROM idx_${tbl} ${x} WHERE ${x}.resource_type = ${rt} AND ${x}.param = ${param} AND ${c}`,
         part: { tbl, code, x, rt, param, cond: c },
       });

@@ -380,6 +380,38 @@ function ownPaths(type: string, code: string): string[] {
 }
 
 const singleValuedCache = new Map<string, boolean>();
+const fewValuesCache = new Map<string, boolean>();
+
+/** The top-level element each part of this type's expression names (undefined when one is deeper or unknown). */
+function topElements(type: string, code: string): Set<string | undefined> {
+  return new Set(ownPaths(type, code).map((p) => /^[A-Za-z]+\.([a-z][A-Za-z0-9]*)(?:\.(?:ofType|as|where)\([^()]*(?:\(\))?[^()]*\))?$/.exec(p)?.[1]));
+}
+
+function elementDefinition(type: string, element: string | undefined) {
+  return element ? (getElementDefinition(type, element) ?? getElementDefinition(type, `${element}[x]`)) : undefined;
+}
+
+/**
+ * Whether token parameter `code` of `type` takes only a handful of values across all resources:
+ * every element it reads is a `code` (bound to a small fixed value set: gender, status, intent)
+ * or a boolean (active). Such a condition matches a large share of the rows (every woman, every
+ * final Observation), so it is a poor source of candidate ids next to almost any other condition.
+ */
+export function fewValues(type: string, code: string): boolean {
+  const key = `${type}.${code}`;
+  let few = fewValuesCache.get(key);
+  if (few === undefined) {
+    const elements = [...topElements(type, code)];
+    few =
+      elements.length > 0 &&
+      elements.every((e) => {
+        const types = elementDefinition(type, e)?.type?.map((t) => t.code) ?? [];
+        return types.length > 0 && types.every((t) => t === 'code' || t === 'boolean');
+      });
+    fewValuesCache.set(key, few);
+  }
+  return few;
+}
 
 /**
  * Whether date or reference parameter `code` of `type` yields at most one index row per
@@ -393,12 +425,9 @@ export function singleValued(type: string, code: string): boolean {
   let single = singleValuedCache.get(key);
   if (single === undefined) {
     const kind = getSearchParameters(type)?.[code]?.type;
-    const elements = new Set(
-      ownPaths(type, code).map((p) => /^[A-Za-z]+\.([a-z][A-Za-z0-9]*)(?:\.(?:ofType|as|where)\([^()]*(?:\(\))?[^()]*\))?$/.exec(p)?.[1] ?? '*'),
-    );
+    const elements = topElements(type, code);
     const [element] = elements;
-    const def = element && element !== '*' ? (getElementDefinition(type, element) ?? getElementDefinition(type, `${element}[x]`)) : undefined;
-    single = (kind === 'date' || kind === 'reference') && elements.size === 1 && def?.isArray === false;
+    single = (kind === 'date' || kind === 'reference') && elements.size === 1 && elementDefinition(type, element)?.isArray === false;
     singleValuedCache.set(key, single);
   }
   return single;

@@ -12,7 +12,7 @@
 import type { Observation, Patient, Resource } from '@medplum/fhirtypes';
 import { describe, expect, it } from 'vitest';
 import { FhirError } from '../../../server/fhir/outcome.ts';
-import { INDEX_PAIRS, findPair, singleValued } from '../../../server/fhir/search/index-rows.ts';
+import { INDEX_PAIRS, fewValues, findPair, singleValued } from '../../../server/fhir/search/index-rows.ts';
 import { search } from '../../../server/fhir/search/search.ts';
 import { OPTIONS, loadedDb, ids, parseQuery, run, type BundleJson } from './helpers.ts';
 
@@ -248,6 +248,18 @@ describe('string prefix without _sort', () => {
     await t.repo.delete('Patient', 's0');
     await t.repo.delete('Patient', 's9');
     await t.repo.update(people.find((p) => p.id === 's3') as Resource);
+  });
+
+  it('with a token of few values (gender) beside it, is still driven by the name rows', async () => {
+    expect(fewValues('Patient', 'gender')).toBe(true);
+    expect(fewValues('Patient', 'identifier')).toBe(false);
+    expect(fewValues('Observation', 'code')).toBe(false);
+    const captured: string[] = [];
+    const spy = { query: (text: string, values: unknown[]) => (captured.push(text), t.db.query(text, values)) };
+    // Every woman would be a candidate if gender drove; the name prefix is far narrower.
+    const text = await search(spy as never, parseQuery('Patient?gender=female&name=smit'), OPTIONS);
+    expect(captured[0]).toMatch(/DISTINCT d\.id FROM \(SELECT \w+\.resource_id AS id FROM idx_string/);
+    expect(ids(JSON.parse(text) as BundleJson)).toEqual(['s1', 's4', 's7']);
   });
 
   it('keeps the id order where a total or another condition is asked for, with the same matches', async () => {

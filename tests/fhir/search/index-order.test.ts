@@ -85,9 +85,14 @@ const query = (url: string) => url.slice(url.indexOf('/fhir/') + '/fhir/'.length
 const link = (b: BundleJson, rel: string) => b.link?.find((l) => l.relation === rel)?.url;
 
 async function walkForward(q: string): Promise<{ seen: string[]; pages: BundleJson[] }> {
+  return walkFrom(await run(t.db, q));
+}
+
+/** Follows the next links from a first page already read. */
+async function walkFrom(first: BundleJson): Promise<{ seen: string[]; pages: BundleJson[] }> {
   const pages: BundleJson[] = [];
   const seen: string[] = [];
-  let b: BundleJson | undefined = await run(t.db, q);
+  let b: BundleJson | undefined = first;
   while (b) {
     pages.push(b);
     seen.push(...ids(b));
@@ -160,13 +165,7 @@ describe('pair rows of one exact coding', () => {
     await t.repo.update(glucose('early', '2024-02-02T00:00:00Z'));
     const gone = idsGe('2024-02-01').filter((id) => !page1.includes(id)).pop() as string;
     await t.repo.delete('Observation', gone);
-    let b: BundleJson | undefined = first;
-    const seen: string[] = [];
-    while (b) {
-      seen.push(...ids(b));
-      const next = link(b, 'next');
-      b = next ? await run(t.db, query(next)) : undefined;
-    }
+    const { seen } = await walkFrom(first);
     expect(new Set(seen).size).toBe(seen.length);
     expect(seen).toContain('late');
     expect(seen).not.toContain('early');
@@ -237,13 +236,7 @@ describe('string prefix without _sort', () => {
     await t.repo.update(person('s0', 'Smit', 'Zoe')); // ("smit", s0): before the cursor
     await t.repo.update(person('s9', 'Smitz', 'Zed')); // ("smitz", s9): after everything
     await t.repo.delete('Patient', 's3');
-    let b: BundleJson | undefined = first;
-    const seen: string[] = [];
-    while (b) {
-      seen.push(...ids(b));
-      const next = link(b, 'next');
-      b = next ? await run(t.db, query(next)) : undefined;
-    }
+    const { seen } = await walkFrom(first);
     expect(seen).toEqual(['s7', 's1', 's2', 's4', 's5', 's9']);
     await t.repo.delete('Patient', 's0');
     await t.repo.delete('Patient', 's9');

@@ -541,11 +541,11 @@ async function main(): Promise<void> {
         const pg0 = postgresCpuMs(databaseName);
         const res = await run(seconds);
         const stats1 = await server.stats();
-        const [node0, node1] = [stats0.cpuMs, stats1.cpuMs];
-        const pgMs = postgresDelta(pg0, postgresCpuMs(databaseName));
         const n = Math.max(1, res.requests.total);
-        results.push({ name: q.name, p50: res.latency.p50, p99: res.latency.p99, rps: res.requests.average, non2xx: res.non2xx, errors: res.errors, matches, nodeMs: (node1 - node0) / n, pgMs: pgMs / n });
-        log(`${q.name}: p50 ${res.latency.p50} ms, p99 ${res.latency.p99} ms, ${res.requests.average.toFixed(0)} req/s, CPU/request ${((node1 - node0) / n).toFixed(2)} ms server + ${(pgMs / n).toFixed(2)} ms postgres, ${((stats1.queries - stats0.queries) / n).toFixed(2)} SQL statements/request${res.non2xx || res.errors ? `, ${res.non2xx} non-2xx, ${res.errors} errors` : ''}`);
+        const nodeMs = (stats1.cpuMs - stats0.cpuMs) / n;
+        const pgMs = postgresDelta(pg0, postgresCpuMs(databaseName)) / n;
+        results.push({ name: q.name, p50: res.latency.p50, p99: res.latency.p99, rps: res.requests.average, non2xx: res.non2xx, errors: res.errors, matches, nodeMs, pgMs });
+        log(`${q.name}: p50 ${res.latency.p50} ms, p99 ${res.latency.p99} ms, ${res.requests.average.toFixed(0)} req/s, CPU/request ${nodeMs.toFixed(2)} ms server + ${pgMs.toFixed(2)} ms postgres, ${((stats1.queries - stats0.queries) / n).toFixed(2)} SQL statements/request${res.non2xx || res.errors ? `, ${res.non2xx} non-2xx, ${res.errors} errors` : ''}`);
       }
     } finally {
       await server.stop();

@@ -104,7 +104,10 @@ export interface Driver {
 export interface OrderedDriver {
   sql: string;
   keys: { cast: 'timestamptz' | 'text'; /** text_pattern_ops order (byte order), as the string index. */ pattern?: boolean }[];
-  /** Counting its rows is as cheap as counting the driver's (else a total takes the plain driver). */
+  /**
+   * Its rows cost no more than the plain driver's (index rows, no probe each): usable with a
+   * total and with other conditions filtering them. Otherwise only alone and without a total.
+   */
   countable: boolean;
 }
 

@@ -96,9 +96,20 @@ export function isServedParam(code: string): boolean {
 
 const indexersByType = new Map<string, Indexer[]>();
 
-/** Drops the cached indexers (after SearchParameters change). */
+/** Facts about a parameter read from its definitions (singleValued, fewValues), by "fact type.code". */
+const paramFacts = new Map<string, boolean>();
+
+/** Drops the cached indexers and parameter facts (after SearchParameters change). */
 export function resetIndexers(): void {
   indexersByType.clear();
+  paramFacts.clear();
+}
+
+function paramFact(fact: string, type: string, code: string, compute: () => boolean): boolean {
+  const key = `${fact} ${type}.${code}`;
+  let value = paramFacts.get(key);
+  if (value === undefined) paramFacts.set(key, (value = compute()));
+  return value;
 }
 
 function findByUrl(resourceType: string, url: string | undefined): SearchParameter | undefined {
@@ -379,9 +390,6 @@ function ownPaths(type: string, code: string): string[] {
     .filter((e) => e.startsWith(`${type}.`));
 }
 
-const singleValuedCache = new Map<string, boolean>();
-const fewValuesCache = new Map<string, boolean>();
-
 /** The top-level element each part of this type's expression names (undefined when one is deeper or unknown). */
 function topElements(type: string, code: string): Set<string | undefined> {
   return new Set(ownPaths(type, code).map((p) => /^[A-Za-z]+\.([a-z][A-Za-z0-9]*)(?:\.(?:ofType|as|where)\([^()]*(?:\(\))?[^()]*\))?$/.exec(p)?.[1]));
@@ -398,19 +406,16 @@ function elementDefinition(type: string, element: string | undefined) {
  * final Observation), so it is a poor source of candidate ids next to almost any other condition.
  */
 export function fewValues(type: string, code: string): boolean {
-  const key = `${type}.${code}`;
-  let few = fewValuesCache.get(key);
-  if (few === undefined) {
+  return paramFact('few', type, code, () => {
     const elements = [...topElements(type, code)];
-    few =
+    return (
       elements.length > 0 &&
       elements.every((e) => {
         const types = elementDefinition(type, e)?.type?.map((t) => t.code) ?? [];
         return types.length > 0 && types.every((t) => t === 'code' || t === 'boolean');
-      });
-    fewValuesCache.set(key, few);
-  }
-  return few;
+      })
+    );
+  });
 }
 
 /**
@@ -421,16 +426,12 @@ export function fewValues(type: string, code: string): boolean {
  * row; medplum indexes no Timing). Not for tokens: one CodeableConcept gives a row per coding.
  */
 export function singleValued(type: string, code: string): boolean {
-  const key = `${type}.${code}`;
-  let single = singleValuedCache.get(key);
-  if (single === undefined) {
+  return paramFact('single', type, code, () => {
     const kind = getSearchParameters(type)?.[code]?.type;
     const elements = topElements(type, code);
     const [element] = elements;
-    single = (kind === 'date' || kind === 'reference') && elements.size === 1 && elementDefinition(type, element)?.isArray === false;
-    singleValuedCache.set(key, single);
-  }
-  return single;
+    return (kind === 'date' || kind === 'reference') && elements.size === 1 && elementDefinition(type, element)?.isArray === false;
+  });
 }
 
 /** Whether a type writes pair rows (so its idx_composite rows must be cleared on update). */

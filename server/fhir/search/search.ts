@@ -315,11 +315,16 @@ interface Source {
   driven: boolean;
   /** ... each at most once. */
   unique: boolean;
-  /** Without _sort: the same matches in the order of the driver's index (see OrderedDriver). */
-  ordered?: { from: string; keys: SortKey[]; countable: boolean };
+  /** Set when `from` yields the matches in its driver's index order: the keys of that order. */
+  indexOrder?: SortKey[];
 }
 
-function sourceOf(c: Compiler, p: Parsed, t: string): Source {
+/**
+ * `indexOrder`: the search has no _sort, so the matches may come in the order of the driver's
+ * index where it has one (see OrderedDriver); `counted`: a total is wanted, so only where the
+ * ordered rows count as cheaply.
+ */
+function sourceOf(c: Compiler, p: Parsed, t: string, opts: { indexOrder: boolean; counted: boolean }): Source {
   const filters = p.filters.get(t)!;
   const needsRow = p.sort.some((k) => k.usesRow) || filters.some((f) => /\ba\.(?!id\b)/.test(f));
   let best: { index: number[]; driver: Driver } | undefined;
@@ -340,22 +345,17 @@ function sourceOf(c: Compiler, p: Parsed, t: string): Source {
   }
   if (!best) return { from: `${table(t)} a`, where: whereOf(filters), driven: false, unique: false };
   const rest = filters.filter((_, i) => !best!.index.includes(i));
+  const where = rest.length ? rest.join(' AND ') : 'true';
   const { unique, ordered } = best.driver;
+  // With other conditions the ordered rows are filtered as they stream: fine when each is a
+  // plain index row (pairs), but the string order probes every row it passes, and a filter that
+  // rejects the first thousands (name=joh&gender=female) would probe them all.
+  if (ordered && opts.indexOrder && (ordered.countable || (!opts.counted && !rest.length))) {
+    const indexOrder = ordered.keys.map((k, i): SortKey => ({ desc: false, notNull: true, cast: k.cast, pattern: k.pattern, sql: (_t, a) => `${a}.o${i}` }));
+    return { from: `(${ordered.sql}) a`, where, driven: true, unique: true, indexOrder };
+  }
   const ids = unique ? best.driver.sql : `SELECT DISTINCT d.id FROM (${best.driver.sql}) d`;
-  return {
-    from: `(${ids}) a`,
-    where: rest.length ? rest.join(' AND ') : 'true',
-    driven: true,
-    unique: unique === true,
-    // With other conditions the ordered rows are filtered as they stream: fine when each is a
-    // plain index row (pairs), but the string order probes every row it passes, and a filter
-    // that rejects the first thousands (name=joh&gender=female) would probe them all.
-    ordered: !ordered || (!ordered.countable && rest.length) ? undefined : {
-      from: `(${ordered.sql}) a`,
-      keys: ordered.keys.map((k, i): SortKey => ({ desc: false, notNull: true, cast: k.cast, pattern: k.pattern, sql: (_t, a) => `${a}.o${i}` })),
-      countable: ordered.countable,
-    },
-  };
+  return { from: `(${ids}) a`, where, driven: true, unique: unique === true };
 }
 
 /** Keyset condition: the row comes strictly after (or before) the cursor row in the sort order. */
@@ -427,19 +427,13 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   //  code) are counted by an index-only count, which is cheap enough to be exact for estimate too.
   const countOnly = p.summary === 'count' || p.count === 0;
   const countInSql = countOnly || p.total === 'accurate' || p.total === 'estimate';
-  const sources = new Map(p.types.map((t) => [t, sourceOf(c, p, t)]));
   // No _sort: a single type whose driver can read its matches in index order pages in that order
   // (any order is the server's to choose without _sort; this one costs the first page about 21
-  // index entries instead of a sort of every match), unless a total is wanted that the ordered
-  // rows cannot count cheaply.
-  const only = p.types.length === 1 ? sources.get(p.types[0])! : undefined;
-  const ordered = p.sort.length === 0 && only?.ordered && (!countInSql || only.ordered.countable) ? only.ordered : undefined;
-  if (ordered && only) {
-    p.sort = ordered.keys;
-    only.from = ordered.from;
-    only.unique = true;
-  }
-  const indexOrder = ordered !== undefined;
+  // index entries instead of a sort of every match).
+  const orderOpts = { indexOrder: p.sort.length === 0 && p.types.length === 1, counted: countInSql };
+  const sources = new Map(p.types.map((t) => [t, sourceOf(c, p, t, orderOpts)]));
+  const indexOrder = sources.get(p.types[0])!.indexOrder;
+  if (indexOrder) p.sort = indexOrder;
   const unique = p.types.every((t) => sources.get(t)!.unique);
   // A cursor carries one value per sort key: one from another search (or from before an upgrade
   // that changed this search's order) cannot be placed in this one.
@@ -480,7 +474,7 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
     // a planner estimate would cost more and say less. Not with the index order: there the page
     // stops after its rows, and a plain count(*) is cheaper than materializing every match
     // (measured 1.6-2x the throughput); an id-ordered page beside such a count was not.
-    const shared = countInSql && !indexOrder && (cap === undefined || p.types.every((t) => sources.get(t)!.driven));
+    const shared = countInSql && indexOrder === undefined && (cap === undefined || p.types.every((t) => sources.get(t)!.driven));
     const keyset = p.cursor ? `WHERE ${keysetCond(sql, p.sort, p.cursor, multi)}` : '';
     const limit = sql.bind(p.count + 1);
     const page = `SELECT s.*, row_number() OVER () AS ord FROM (SELECT s.* FROM ${shared ? 'm' : `(${inner})`} s ${keyset} ORDER BY ${orderBy('s.', p.sort, reverse, multi)} LIMIT ${limit}) s`;

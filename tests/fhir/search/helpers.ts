@@ -82,6 +82,14 @@ export async function run(db: Db, q: string, opts: Partial<SearchOptions> = {}):
   return JSON.parse(text) as BundleJson;
 }
 
+/** Runs a search and also returns the SQL statements it sent, in order. */
+export async function searchSql(db: Db, q: string): Promise<{ sql: string[]; bundle: BundleJson }> {
+  const sql: string[] = [];
+  const spy = { query: (text: string, values: unknown[]) => (sql.push(text), db.query(text, values)) };
+  const bundle = JSON.parse(await search(spy as never, parseQuery(q), OPTIONS)) as BundleJson;
+  return { sql, bundle };
+}
+
 export function ids(b: BundleJson, mode = 'match'): string[] {
   return (b.entry ?? []).filter((e) => e.search.mode === mode).map((e) => e.resource.id);
 }

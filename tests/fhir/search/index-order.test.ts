@@ -13,8 +13,7 @@ import type { Observation, Patient, Resource } from '@medplum/fhirtypes';
 import { describe, expect, it } from 'vitest';
 import { FhirError } from '../../../server/fhir/outcome.ts';
 import { INDEX_PAIRS, fewValues, findPair, singleValued } from '../../../server/fhir/search/index-rows.ts';
-import { search } from '../../../server/fhir/search/search.ts';
-import { OPTIONS, loadedDb, ids, parseQuery, run, type BundleJson } from './helpers.ts';
+import { loadedDb, ids, run, searchSql, type BundleJson } from './helpers.ts';
 
 const LOINC = 'http://loinc.org';
 const GLUCOSE = `${LOINC}|2339-0`;
@@ -116,13 +115,10 @@ describe('pair rows of one exact coding', () => {
   });
 
   it('are counted and paged without DISTINCT, first page in date order off the index', async () => {
-    const captured: string[] = [];
-    const spy = { query: (text: string, values: unknown[]) => (captured.push(text), t.db.query(text, values)) };
-    const text = await search(spy as never, parseQuery(`Observation?code=${GLUCOSE}&date=ge2024-03-01&_total=accurate&_count=5`), OPTIONS);
-    expect(captured).toHaveLength(1);
-    expect(captured[0]).not.toContain('DISTINCT');
-    expect(captured[0]).not.toContain('MATERIALIZED');
-    const b = JSON.parse(text) as BundleJson;
+    const { sql, bundle: b } = await searchSql(t.db, `Observation?code=${GLUCOSE}&date=ge2024-03-01&_total=accurate&_count=5`);
+    expect(sql).toHaveLength(1);
+    expect(sql[0]).not.toContain('DISTINCT');
+    expect(sql[0]).not.toContain('MATERIALIZED');
     expect(b.total).toBe(idsGe('2024-03-01').length);
     const dates = (b.entry ?? []).map(high);
     expect(dates).toEqual([...dates].sort());
@@ -210,11 +206,9 @@ describe('pair rows of one exact coding', () => {
 
 describe('string prefix without _sort', () => {
   it('reads its first page off the prefix index: no DISTINCT, byte order of the value', async () => {
-    const captured: string[] = [];
-    const spy = { query: (text: string, values: unknown[]) => (captured.push(text), t.db.query(text, values)) };
-    await search(spy as never, parseQuery('Patient?name=smit&_count=3'), OPTIONS);
-    expect(captured[0]).toContain('~<~');
-    expect(captured[0]).not.toContain('DISTINCT');
+    const { sql } = await searchSql(t.db, 'Patient?name=smit&_count=3');
+    expect(sql[0]).toContain('~<~');
+    expect(sql[0]).not.toContain('DISTINCT');
   });
 
   it('lists each match once, under its smallest matching value, over every page and back', async () => {
@@ -247,12 +241,10 @@ describe('string prefix without _sort', () => {
     expect(fewValues('Patient', 'gender')).toBe(true);
     expect(fewValues('Patient', 'identifier')).toBe(false);
     expect(fewValues('Observation', 'code')).toBe(false);
-    const captured: string[] = [];
-    const spy = { query: (text: string, values: unknown[]) => (captured.push(text), t.db.query(text, values)) };
     // Every woman would be a candidate if gender drove; the name prefix is far narrower.
-    const text = await search(spy as never, parseQuery('Patient?gender=female&name=smit'), OPTIONS);
-    expect(captured[0]).toMatch(/DISTINCT d\.id FROM \(SELECT \w+\.resource_id AS id FROM idx_string/);
-    expect(ids(JSON.parse(text) as BundleJson)).toEqual(['s1', 's4', 's7']);
+    const { sql, bundle } = await searchSql(t.db, 'Patient?gender=female&name=smit');
+    expect(sql[0]).toMatch(/DISTINCT d\.id FROM \(SELECT \w+\.resource_id AS id FROM idx_string/);
+    expect(ids(bundle)).toEqual(['s1', 's4', 's7']);
   });
 
   it('keeps the id order where a total or another condition is asked for, with the same matches', async () => {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FhirError } from '../../../server/fhir/outcome.ts';
 import { reindex } from '../../../server/fhir/search/reindex.ts';
 import { search } from '../../../server/fhir/search/search.ts';
-import { FHIR_BASE, OPTIONS, freshDb, ids, parseQuery, run, type TestDb } from './helpers.ts';
+import { FHIR_BASE, OPTIONS, freshDb, ids, parseQuery, run, searchSql, type TestDb } from './helpers.ts';
 
 const LOINC = 'http://loinc.org';
 const SCT = 'http://snomed.info/sct';
@@ -170,15 +170,12 @@ describe('token + date pairs', () => {
   it.each(pairs)('%s', expectIds);
 
   it('answers from the pair rows (one index scan, no separate token and date lookups)', async () => {
-    const captured: string[] = [];
-    const spy = { query: (text: string, values: unknown[]) => (captured.push(text), t.db.query(text, values)) };
-    await search(spy as never, parseQuery('Observation?code=8867-4&date=ge2024&_total=accurate'), OPTIONS);
-    expect(captured[0]).toContain('FROM idx_composite y');
-    expect(captured[0]).not.toContain('idx_date');
-    captured.length = 0;
-    await search(spy as never, parseQuery('Patient?_has:Observation:patient:code=8867-4'), OPTIONS);
-    expect(captured[0]).toContain('FROM idx_composite');
-    expect(captured[0]).not.toContain('idx_token');
+    const pairs = (await searchSql(t.db, 'Observation?code=8867-4&date=ge2024&_total=accurate')).sql;
+    expect(pairs[0]).toContain('FROM idx_composite y');
+    expect(pairs[0]).not.toContain('idx_date');
+    const has = (await searchSql(t.db, 'Patient?_has:Observation:patient:code=8867-4')).sql;
+    expect(has[0]).toContain('FROM idx_composite');
+    expect(has[0]).not.toContain('idx_token');
   });
 
   it('keeps the pair rows right through updates, deletes and reindexing', async () => {

@@ -19,14 +19,15 @@ const DAY = 24 * 3600_000;
 const redisUrl = process.env.DATABASE_URL ? await testRedisUrl() : undefined;
 let w: World;
 const workers: { jobs: JobQueue; wf: WorkflowRuntimeHandle }[] = [];
-const added: { jobId?: string; delayMs?: number }[] = [];
+const added: { jobId?: string; delayMs?: number; done: Promise<unknown> }[] = [];
 
 function recording(q: JobQueue): JobQueue {
   return {
     kind: q.kind,
     add: <T>(queue: string, data: T, options?: AddOptions) => {
-      if (queue === REMINDER_QUEUE) added.push({ jobId: options?.jobId, delayMs: options?.delayMs });
-      return q.add(queue, data, options);
+      const done = q.add(queue, data, options);
+      if (queue === REMINDER_QUEUE) added.push({ jobId: options?.jobId, delayMs: options?.delayMs, done: done.catch(() => undefined) });
+      return done;
     },
     remove: (queue, id) => q.remove(queue, id),
     process: (queue, handler, options) => q.process(queue, handler, options),
@@ -66,6 +67,17 @@ async function dayPasses(ms = DAY + 1000): Promise<void> {
 
 const lastDelay = (taskId: string) => added.filter((a) => a.jobId === reminderJobId(taskId)).at(-1)?.delayMs;
 
+/**
+ * Waits until the reminder job that sent a reminder has scheduled the next day's slot (it does so
+ * after its transaction commits, so the reminder is visible a moment before). Without this, a
+ * test that goes on at once can have its own rescheduling (a state change, a sweep) overtaken by
+ * that late add, which postpones the due job by a real day.
+ */
+async function nextSlotScheduled(taskId: string, from: number): Promise<void> {
+  const next = await waitFor(async () => added.slice(from).find((a) => a.jobId === reminderJobId(taskId) && (a.delayMs ?? 0) > DAY / 2));
+  await next.done;
+}
+
 describe('follow-up reminders', () => {
   it('remind the owner of a FOLLOW_UP consult daily, once per day, and stop when it is completed', async () => {
     const res = await op(w.as('requester'), 'ServiceRequest/$request', { workflow: 'consult', patient: `Patient/${w.ids.patient}`, department: `Organization/${w.ids.cardiology}`, priority: 'routine' });
@@ -76,11 +88,13 @@ describe('follow-up reminders', () => {
     expect(lastDelay(task.id)).toBeGreaterThan(DAY - 60_000);
     expect(lastDelay(task.id)).toBeLessThanOrEqual(DAY);
 
+    let mark = added.length;
     await dayPasses();
     const first = await waitFor(async () => {
       const r = await reminders(sr);
       return r.length > 0 && r;
     });
+    await nextSlotScheduled(task.id, mark);
     expect(first[0].recipient.map((r: any) => r.reference)).toEqual([`Practitioner/${w.ids.cardDoc}`]);
     expect(first[0].about[0].reference).toBe(`Task/${task.id}`);
     expect(first[0].status).toBe('in-progress'); // unread
@@ -92,8 +106,10 @@ describe('follow-up reminders', () => {
     // The next reminder is scheduled for the next day.
     expect(lastDelay(task.id)).toBeGreaterThan(DAY - 5_000);
 
+    mark = added.length;
     await dayPasses();
     await waitFor(async () => (await reminders(sr)).length === 2);
+    await nextSlotScheduled(task.id, mark);
 
     expect((await op(w.as('cardDoc'), `Task/${task.id}/$complete`)).status).toBe(200);
     await dayPasses();
@@ -112,16 +128,20 @@ describe('referrals not acted on', () => {
     // Not a day yet: nothing, and the job, run early, sends nothing.
     clock.advance(DAY / 2);
     expect(await remind(workers[1].wf.ctx, { taskId: task.id, kind: 'not-acted' })).toBe('not-due');
+    let mark = added.length;
     await dayPasses(DAY / 2 + 1000);
     const first = await waitFor(async () => {
       const r = await reminders(sr);
       return r.length > 0 && r;
     });
+    await nextSlotScheduled(task.id, mark);
     expect(first[0].recipient.map((r: any) => r.reference)).toEqual([`Organization/${w.ids.otherHospital}`]);
     // Viewed but not accepted: still not acted on; the day counts from the last change.
     expect((await op(w.as('refDoc'), `Task/${task.id}/$receive`)).status).toBe(200);
+    mark = added.length;
     await dayPasses();
     await waitFor(async () => (await reminders(sr)).length === 2);
+    await nextSlotScheduled(task.id, mark);
     expect((await op(w.as('refDoc'), `Task/${task.id}/$accept`)).status).toBe(200);
     await dayPasses();
     await new Promise((r) => setTimeout(r, 500));

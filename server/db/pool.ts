@@ -72,3 +72,18 @@ export async function isPGlite(connectionString: string): Promise<boolean> {
     await client.end();
   }
 }
+
+// Hot statements (writes, the HL7 v2 path) take a few fixed shapes; each distinct text gets a
+// stable name so PostgreSQL parses, analyzes and plans it once per connection rather than on
+// every call (where DbOptions.namedStatements allows names).
+const statementNames = new Map<string, string>();
+
+/** A stable prepared-statement name for a statement text. */
+export function statementName(text: string): string {
+  let name = statementNames.get(text);
+  if (!name) {
+    name = `w${statementNames.size + 1}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { getSearchParameters } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
-import { instantSql, type Db, type Queryable } from '../db/pool.ts';
+import { instantSql, statementName, type Db, type Queryable } from '../db/pool.ts';
 import { isResourceType } from './definitions.ts';
 import { badRequest, gone, notFound, preconditionFailed } from './outcome.ts';
 import { hasPairRows, indexRowsFor, type IndexRows } from './search/index-rows.ts';
@@ -561,18 +561,6 @@ function historyCte(type: string, method: WriteMethod, deleted: boolean, n = '')
 function outboxCte(type: string, deleted: boolean, n = ''): string {
   const action = deleted ? `'delete'` : `CASE WHEN inserted THEN 'create' ELSE 'update' END`;
   return `o${n} AS (INSERT INTO outbox (resource_type, resource_id, version, action) SELECT '${type}', id, version, ${action} FROM up${n})`;
-}
-
-// Write statements take a few shapes per type (which index tables get rows); each distinct
-// text gets a stable name so Postgres parses and plans it once per connection.
-const statementNames = new Map<string, string>();
-function statementName(text: string): string {
-  let name = statementNames.get(text);
-  if (!name) {
-    name = `w${statementNames.size + 1}`;
-    statementNames.set(text, name);
-  }
-  return name;
 }
 
 function assertType(type: string): void {

@@ -1,8 +1,12 @@
 // The HL7 v2 message store: every inbound message is inserted here (raw bytes) before it is
 // processed or acknowledged, so nothing received is lost, whatever happens next. SQL on the
 // store's own tables lives here; FHIR resources are only ever written through the repository.
+import type pg from 'pg';
 import type { Queryable } from '../db/pool.ts';
-import { instantSql } from '../db/pool.ts';
+import { instantSql, statementName } from '../db/pool.ts';
+
+/** The statements every message runs go as named (prepared) statements: parsed once per connection. */
+const named = (text: string, values: unknown[]): pg.QueryConfig => ({ name: statementName(text), text, values });
 
 export type MessageStatus = 'received' | 'processed' | 'error' | 'rejected';
 
@@ -89,20 +93,22 @@ const CLAIM_CTES = (id: string, locks: string, keys: string, time: string) => `
     RETURNING c.key, c.event_time > to_timestamp(${time}::float8 / 1000) AS stale)`;
 const CLAIM_RESULT = `(SELECT n FROM locks) AS locked, (SELECT coalesce(array_agg(key), '{}') FROM clock WHERE stale) AS stale`;
 
+const RESERVE_AND_CLAIM = `WITH m AS (SELECT nextval('hl7_message_id_seq') AS id),
+     ${CLAIM_CTES('(SELECT id FROM m)', '$1', '$2', '$3')}
+     SELECT m.id::text AS id, ${CLAIM_RESULT} FROM m`;
+
 /**
  * Original-mode fast path, first statement: reserves the message's id and claims its keys. The
  * message row itself is inserted at the end, with its outcome (insertFinished), so each message
  * writes its row once.
  */
 export async function reserveAndClaim(db: Queryable, claim: Claim): Promise<{ id: string; stale: Set<string> }> {
-  const res = await db.query<{ id: string; stale: string[] }>(
-    `WITH m AS (SELECT nextval('hl7_message_id_seq') AS id),
-     ${CLAIM_CTES('(SELECT id FROM m)', '$1', '$2', '$3')}
-     SELECT m.id::text AS id, ${CLAIM_RESULT} FROM m`,
-    [claim.lockKeys, claim.clockKeys, claim.eventMs ?? null],
-  );
+  const res = await db.query<{ id: string; stale: string[] }>(named(RESERVE_AND_CLAIM, [claim.lockKeys, claim.clockKeys, claim.eventMs ?? null]));
   return { id: res.rows[0].id, stale: new Set(res.rows[0].stale) };
 }
+
+const INSERT_FINISHED = `INSERT INTO hl7_message (id, sender, control_id, message_type, version, via, raw, status, ack_code, ack, app_ack, errors, notes, resources, attempts, processed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, COALESCE($14, '[]'::jsonb), 1, now())`;
 
 /**
  * Inserts a processed message with its outcome at a reserved id. A message already stored
@@ -111,12 +117,10 @@ export async function reserveAndClaim(db: Queryable, claim: Claim): Promise<{ id
  */
 export async function insertFinished(db: Queryable, id: string, m: NewMessage, o: Outcome): Promise<void> {
   await db.query(
-    `INSERT INTO hl7_message (id, sender, control_id, message_type, version, via, raw, status, ack_code, ack, app_ack, errors, notes, resources, attempts, processed_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, COALESCE($14, '[]'::jsonb), 1, now())`,
-    [
+    named(INSERT_FINISHED, [
       id, m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, o.status, o.ackCode, o.ack ?? null, o.appAck ?? null,
       o.errors === undefined ? null : JSON.stringify(o.errors), o.notes?.length ? JSON.stringify(o.notes) : null, o.resources ? JSON.stringify(o.resources) : null,
-    ],
+    ]),
   );
 }
 

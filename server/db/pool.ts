@@ -87,3 +87,20 @@ export function statementName(text: string): string {
   }
   return name;
 }
+
+/**
+ * Searches take many more shapes (each combination of parameters, modifiers and value counts is
+ * its own text), so their names come from a bounded registry: the first SEARCH_STATEMENTS
+ * distinct texts are prepared (each costs memory in every connection that runs it), later ones
+ * run unnamed. Undefined: run it unnamed.
+ */
+const SEARCH_STATEMENTS = 200;
+const searchNames = new Map<string, string>();
+export function searchStatementName(text: string): string | undefined {
+  let name = searchNames.get(text);
+  if (!name && searchNames.size < SEARCH_STATEMENTS) {
+    name = `s${searchNames.size + 1}`;
+    searchNames.set(text, name);
+  }
+  return name;
+}

@@ -24,6 +24,12 @@ import {
 export class SqlBuilder {
   readonly values: unknown[] = [];
   private n = 0;
+  /**
+   * Some condition's best plan depends on its bound value: a LIKE pattern (only a known prefix
+   * can use the index), a full-text query. Such a statement is planned for its values each time;
+   * the others are prepared, and PostgreSQL may keep one plan for all values (see runSearchSql).
+   */
+  planByValue = false;
   bind(v: unknown): string {
     this.values.push(v);
     return `$${this.values.length}`;
@@ -341,6 +347,7 @@ export class Compiler {
    * expressions are exactly those of the GIN indexes of migration 006.
    */
   private fullText(alias: string, name: string, code: '_text' | '_content', modifier: string | undefined, value: string): string {
+    this.sql.planByValue = true;
     this.noModifier(name, modifier);
     return this.orValues(name, value, (v) => `${fullTextSql(code, alias)} @@ websearch_to_tsquery('simple'::regconfig, ${this.sql.bind(unescapeValue(v))})`)('');
   }
@@ -627,6 +634,7 @@ export class Compiler {
 
   /** :text: the display/text starts with the value or has a word starting with it. */
   private textCond(raw: string, col: string): string {
+    this.sql.planByValue = true;
     const v = likeEscape(normalizeString(unescapeValue(raw)));
     return `(${col} LIKE ${this.sql.bind(v + '%')} OR ${col} LIKE ${this.sql.bind('% ' + v + '%')})`;
   }
@@ -634,6 +642,7 @@ export class Compiler {
   // ------------------------------------------------------------------ string
 
   private string(type: string, alias: string, name: string, code: string, modifier: string | undefined, value: string): string {
+    this.sql.planByValue = true;
     switch (modifier) {
       case undefined: {
         const condition = this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
@@ -665,6 +674,7 @@ export class Compiler {
   // ------------------------------------------------------------------ uri
 
   private uri(type: string, alias: string, name: string, code: string, modifier: string | undefined, value: string): string {
+    if (modifier) this.sql.planByValue = true; // :below / :above: LIKE patterns
     switch (modifier) {
       case undefined:
         return this.exists('uri', type, alias, code, this.orValues(name, value, (v, x) => `${x}.value = ${this.sql.bind(unescapeValue(v))}`));
@@ -828,7 +838,10 @@ export class Compiler {
         const { prefix, rest } = splitPrefix(unescapeValue(p2));
         conds.push(this.numericCond(name, prefix, rest, `${x}.low2`, `${x}.high2`));
       } else if (t2 === 'date') conds.push(this.dateCond(name, p2, `${x}.dlow2`, `${x}.dhigh2`));
-      else if (t2 === 'string') conds.push(`${x}.text2 LIKE ${this.sql.bind(likeEscape(normalizeString(unescapeValue(p2))) + '%')}`);
+      else if (t2 === 'string') {
+        this.sql.planByValue = true;
+        conds.push(`${x}.text2 LIKE ${this.sql.bind(likeEscape(normalizeString(unescapeValue(p2))) + '%')}`);
+      }
       else if (t2 === 'uri' || t2 === 'reference') conds.push(`${x}.code2 = ${this.sql.bind(unescapeValue(p2))}`);
       else throw new ParamError(name, `Composite ${code} is not supported`);
       if (compTypes[2]) {

@@ -3,7 +3,7 @@
 import type { Resource } from '@medplum/fhirtypes';
 import { afterAll, beforeAll } from 'vitest';
 import { migrate } from '../../../server/db/migrate.ts';
-import { createDb, type Db } from '../../../server/db/pool.ts';
+import { createDb, type Db, type Queryable } from '../../../server/db/pool.ts';
 import { loadDefinitions } from '../../../server/fhir/definitions.ts';
 import { Repository } from '../../../server/fhir/repository.ts';
 import { search, type SearchOptions } from '../../../server/fhir/search/search.ts';
@@ -85,8 +85,13 @@ export async function run(db: Db, q: string, opts: Partial<SearchOptions> = {}):
 /** Runs a search and also returns the SQL statements it sent, in order. */
 export async function searchSql(db: Db, q: string): Promise<{ sql: string[]; bundle: BundleJson }> {
   const sql: string[] = [];
-  const spy = { query: (text: string, values: unknown[]) => (sql.push(text), db.query(text, values)) };
-  const bundle = JSON.parse(await search(spy as never, parseQuery(q), OPTIONS)) as BundleJson;
+  const spy: Queryable = {
+    query: (q, values) => {
+      sql.push(typeof q === 'string' ? q : q.text);
+      return db.query(q, values);
+    },
+  };
+  const bundle = JSON.parse(await search(spy, parseQuery(q), OPTIONS)) as BundleJson;
   return { sql, bundle };
 }
 

@@ -3,11 +3,12 @@
 // new patient + encounter written through the FHIR engine and audited, as in the server; then
 // outbound throughput: REF^I12 messages through the outbound queue to a local MLLP receiver that
 // ACKs each one. `npm run bench:hl7`.
-//   HL7_BENCH_MESSAGES  messages per run (default 2000)   HL7_BENCH_POOL  pg pool size (default 10)
+//   HL7_BENCH_MESSAGES  messages per run (default 2000)   HL7_BENCH_POOL  pg pool size (default: DB_POOL_SIZE's)
 //   HL7_BENCH_PIPELINE=0  without pipelined connections (BEGIN / COMMIT as round trips of their own)
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import pg from 'pg';
+import { defaultPoolSize } from '../../server/config.ts';
 import { migrate } from '../../server/db/migrate.ts';
 import { createDb } from '../../server/db/pool.ts';
 import { loadDefinitions } from '../../server/fhir/definitions.ts';
@@ -23,7 +24,7 @@ import { createTestDatabase } from '../support/db.ts';
 
 process.env.DATABASE_URL ??= 'postgres://postgres@127.0.0.1:5432/postgres';
 const TOTAL = Number(process.env.HL7_BENCH_MESSAGES ?? 2000);
-const POOL = Number(process.env.HL7_BENCH_POOL ?? 10);
+const POOL = Number(process.env.HL7_BENCH_POOL ?? defaultPoolSize());
 
 let counter = 0;
 function a01(): string {

@@ -5,6 +5,7 @@
 // Needs PostgreSQL (DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres). A fresh
 // database is created and dropped; the FHIR server and the ceiling run in child processes so the
 // load generator (this process) does not share their event loop.
+import { defaultPoolSize } from '../../server/config.ts';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +32,8 @@ const quick = args.includes('--quick');
 const verbose = args.includes('--verbose');
 const profileDir = args.includes('--profile') ? path.join(os.tmpdir(), 'wardlink-bench-profiles') : undefined;
 const opts: BenchOptions = { connections: 10, seconds: quick ? 2 : 10, warmupSeconds: quick ? 1 : 2, verbose, databaseName: '' };
-const POOL_SIZE = 10;
+// DB_POOL_SIZE's default (both servers the same, so the ceiling stays comparable).
+const POOL_SIZE = defaultPoolSize();
 const INGEST_CONCURRENCY = 4;
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

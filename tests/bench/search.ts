@@ -19,6 +19,7 @@
 // row), then VACUUM ANALYZE. On the 2-core bench machine the full load takes about 4 minutes.
 //
 // Needs PostgreSQL (DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres).
+import { defaultPoolSize } from '../../server/config.ts';
 import { createHash } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -451,6 +452,8 @@ async function main(): Promise<void> {
   const scale = Number(flag('scale') ?? '1');
   const seconds = Number(flag('seconds') ?? '8');
   const only = flag('only');
+  // The server's PostgreSQL pool: DB_POOL_SIZE's default unless --pool= says otherwise.
+  const poolSize = Number(flag('pool') ?? defaultPoolSize());
   const sizes: Sizes = {
     patients: Math.round(100_000 * scale),
     observations: Math.round(1_000_000 * scale),
@@ -489,7 +492,7 @@ async function main(): Promise<void> {
     // The server runs in a child process (as in production, and as `npm run bench` does), so the
     // load generator never shares its event loop; its CPU and its PostgreSQL backends' CPU are
     // read per query, which other load on the machine disturbs less than wall time.
-    const server = await forkServer('fhir', databaseUrl, 10);
+    const server = await forkServer('fhir', databaseUrl, poolSize);
     const fhirBase = `${server.url}/fhir`;
     const db = createDb(databaseUrl, 2);
     const databaseName = new URL(databaseUrl).pathname.slice(1);

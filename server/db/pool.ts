@@ -73,34 +73,22 @@ export async function isPGlite(connectionString: string): Promise<boolean> {
   }
 }
 
-// Hot statements (writes, the HL7 v2 path) take a few fixed shapes; each distinct text gets a
-// stable name so PostgreSQL parses, analyzes and plans it once per connection rather than on
-// every call (where DbOptions.namedStatements allows names).
-const statementNames = new Map<string, string>();
-
-/** A stable prepared-statement name for a statement text. */
-export function statementName(text: string): string {
-  let name = statementNames.get(text);
-  if (!name) {
-    name = `w${statementNames.size + 1}`;
-    statementNames.set(text, name);
-  }
-  return name;
-}
-
-/**
- * Searches take many more shapes (each combination of parameters, modifiers and value counts is
- * its own text), so their names come from a bounded registry: the first SEARCH_STATEMENTS
- * distinct texts are prepared (each costs memory in every connection that runs it), later ones
- * run unnamed. Undefined: run it unnamed.
- */
+// Prepared (named) statements: PostgreSQL parses, analyzes and plans a named statement once per
+// connection rather than on every call (where DbOptions.namedStatements allows names). Each
+// distinct text gets a stable name. Writes and the HL7 v2 path take a few fixed shapes; searches
+// take many more (each combination of parameters, modifiers and value counts is its own text), so
+// only the first SEARCH_STATEMENTS of those are named, the others run unnamed (a prepared
+// statement costs memory in every connection that has run it).
 const SEARCH_STATEMENTS = 200;
-const searchNames = new Map<string, string>();
-export function searchStatementName(text: string): string | undefined {
-  let name = searchNames.get(text);
-  if (!name && searchNames.size < SEARCH_STATEMENTS) {
-    name = `s${searchNames.size + 1}`;
-    searchNames.set(text, name);
+const names = { write: new Map<string, string>(), search: new Map<string, string>() };
+
+/** `text` as a prepared statement: named, unless the search registry is full. */
+export function preparedStatement(text: string, values: unknown[], kind: 'write' | 'search' = 'write'): pg.QueryConfig {
+  const registry = names[kind];
+  let name = registry.get(text);
+  if (!name && (kind === 'write' || registry.size < SEARCH_STATEMENTS)) {
+    name = `${kind[0]}${registry.size + 1}`;
+    registry.set(text, name);
   }
-  return name;
+  return name ? { name, text, values } : { text, values };
 }

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { getSearchParameters } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
-import { instantSql, statementName, type Db, type Queryable } from '../db/pool.ts';
+import { instantSql, preparedStatement, type Db, type Queryable } from '../db/pool.ts';
 import { isResourceType } from './definitions.ts';
 import { badRequest, gone, notFound, preconditionFailed } from './outcome.ts';
 import { hasPairRows, indexRowsFor, type IndexRows } from './search/index-rows.ts';
@@ -188,7 +188,7 @@ export class Repository {
         ...this.indexCtes(type, list, param),
       ];
       const text = `WITH ${ctes.join(',\n')}\nSELECT id, version, ${instantSql('last_updated')} AS last_updated FROM up`;
-      const res = await this.db.query<{ id: string; version: number; last_updated: string }>({ name: statementName(text), text, values });
+      const res = await this.db.query<{ id: string; version: number; last_updated: string }>(preparedStatement(text, values));
       const stamped = new Map(res.rows.map((r) => [r.id, r]));
       for (const r of list) {
         const row = stamped.get(r.id as string);
@@ -226,7 +226,7 @@ export class Repository {
         WHERE x.resource_type = '${k.type}' AND x.param = 'identifier' AND x.code = ${param(k.value)}${system})`;
     });
     const text = parts.join('\nUNION ALL\n');
-    const res = await this.db.query<{ i: number; id: string; version: number }>({ name: statementName(text), text, values });
+    const res = await this.db.query<{ i: number; id: string; version: number }>(preparedStatement(text, values));
     for (const row of res.rows) out[row.i].push({ id: row.id, version: row.version });
     return out;
   }
@@ -278,7 +278,7 @@ export class Repository {
       selects.push(`SELECT ${i} AS i, version, ${instantSql('last_updated')} AS last_updated, inserted FROM up${n}`);
     });
     const text = `WITH ${ctes.join(',\n')}\n${selects.join('\nUNION ALL\n')}`;
-    const res = await this.db.query<{ i: number; version: number; last_updated: string; inserted: boolean }>({ name: statementName(text), text, values });
+    const res = await this.db.query<{ i: number; version: number; last_updated: string; inserted: boolean }>(preparedStatement(text, values));
     const results: WriteResult[] = prepared.map((resource) => ({ resource, created: false }));
     for (const row of res.rows) {
       const r = results[row.i];
@@ -439,7 +439,7 @@ export class Repository {
     }
 
     const text = `WITH ${ctes.join(',\n')}\nSELECT version, ${instantSql('last_updated')} AS last_updated, inserted FROM up`;
-    const res = await this.db.query<{ version: number; last_updated: string; inserted: boolean }>({ name: statementName(text), text, values });
+    const res = await this.db.query<{ version: number; last_updated: string; inserted: boolean }>(preparedStatement(text, values));
     const row = res.rows[0];
     if (!row) return undefined;
     if (resource.meta) {

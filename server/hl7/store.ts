@@ -1,12 +1,8 @@
 // The HL7 v2 message store: every inbound message is inserted here (raw bytes) before it is
 // processed or acknowledged, so nothing received is lost, whatever happens next. SQL on the
 // store's own tables lives here; FHIR resources are only ever written through the repository.
-import type pg from 'pg';
 import type { Queryable } from '../db/pool.ts';
-import { instantSql, statementName } from '../db/pool.ts';
-
-/** The statements every message runs go as named (prepared) statements: parsed once per connection. */
-const named = (text: string, values: unknown[]): pg.QueryConfig => ({ name: statementName(text), text, values });
+import { instantSql, preparedStatement } from '../db/pool.ts';
 
 export type MessageStatus = 'received' | 'processed' | 'error' | 'rejected';
 
@@ -103,7 +99,7 @@ const RESERVE_AND_CLAIM = `WITH m AS (SELECT nextval('hl7_message_id_seq') AS id
  * writes its row once.
  */
 export async function reserveAndClaim(db: Queryable, claim: Claim): Promise<{ id: string; stale: Set<string> }> {
-  const res = await db.query<{ id: string; stale: string[] }>(named(RESERVE_AND_CLAIM, [claim.lockKeys, claim.clockKeys, claim.eventMs ?? null]));
+  const res = await db.query<{ id: string; stale: string[] }>(preparedStatement(RESERVE_AND_CLAIM, [claim.lockKeys, claim.clockKeys, claim.eventMs ?? null]));
   return { id: res.rows[0].id, stale: new Set(res.rows[0].stale) };
 }
 
@@ -117,7 +113,7 @@ const INSERT_FINISHED = `INSERT INTO hl7_message (id, sender, control_id, messag
  */
 export async function insertFinished(db: Queryable, id: string, m: NewMessage, o: Outcome): Promise<void> {
   await db.query(
-    named(INSERT_FINISHED, [
+    preparedStatement(INSERT_FINISHED, [
       id, m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, o.status, o.ackCode, o.ack ?? null, o.appAck ?? null,
       o.errors === undefined ? null : JSON.stringify(o.errors), o.notes?.length ? JSON.stringify(o.notes) : null, o.resources ? JSON.stringify(o.resources) : null,
     ]),

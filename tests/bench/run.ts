@@ -5,10 +5,10 @@
 // Needs PostgreSQL (DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres). A fresh
 // database is created and dropped; the FHIR server and the ceiling run in child processes so the
 // load generator (this process) does not share their event loop.
-import { defaultPoolSize } from '../../server/config.ts';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { defaultPoolSize } from '../../server/config.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { forkServer, type ServerProc } from './procs.ts';
 import {

@@ -19,12 +19,12 @@
 // row), then VACUUM ANALYZE. On the 2-core bench machine the full load takes about 4 minutes.
 //
 // Needs PostgreSQL (DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres).
-import { defaultPoolSize } from '../../server/config.ts';
 import { createHash } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import pg from 'pg';
 import type { Resource } from '@medplum/fhirtypes';
+import { defaultPoolSize } from '../../server/config.ts';
 
 const FHIR_BASE_NOMINAL = 'http://bench.local/fhir';
 const MRN = 'http://hospital.example.org/mrn';

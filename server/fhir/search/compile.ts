@@ -27,7 +27,7 @@ export class SqlBuilder {
   /**
    * Some condition's best plan depends on its bound value: a LIKE pattern (only a known prefix
    * can use the index), a full-text query. Such a statement is planned for its values each time;
-   * the others are prepared, and PostgreSQL may keep one plan for all values (see runSearchSql).
+   * the others are prepared, and PostgreSQL may keep one plan for all values (search.ts statement()).
    */
   planByValue = false;
   bind(v: unknown): string {
@@ -632,21 +632,28 @@ export class Compiler {
     };
   }
 
+  /**
+   * `col LIKE pattern`. Only a known pattern can use an index (a prefix one the btree, any the
+   * trigram GIN), so the statement is then planned for its values each time (planByValue).
+   */
+  private like(col: string, pattern: string): string {
+    this.sql.planByValue = true;
+    return `${col} LIKE ${this.sql.bind(pattern)}`;
+  }
+
   /** :text: the display/text starts with the value or has a word starting with it. */
   private textCond(raw: string, col: string): string {
-    this.sql.planByValue = true;
     const v = likeEscape(normalizeString(unescapeValue(raw)));
-    return `(${col} LIKE ${this.sql.bind(v + '%')} OR ${col} LIKE ${this.sql.bind('% ' + v + '%')})`;
+    return `(${this.like(col, v + '%')} OR ${this.like(col, '% ' + v + '%')})`;
   }
 
   // ------------------------------------------------------------------ string
 
   private string(type: string, alias: string, name: string, code: string, modifier: string | undefined, value: string): string {
-    this.sql.planByValue = true;
     switch (modifier) {
       case undefined: {
         const condition = this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
-          `${x}.value LIKE ${this.sql.bind(likeEscape(normalizeString(unescapeValue(v))) + '%')}`));
+          this.like(`${x}.value`, likeEscape(normalizeString(unescapeValue(v))) + '%')));
         const driver = this.drivers.get(condition);
         if (driver?.part && splitEscaped(value, ',').length === 1) driver.ordered = prefixOrdered(driver.part, this.sql.alias('x'));
         return condition;
@@ -660,12 +667,12 @@ export class Compiler {
         if (!this.inFilter) throw new ParamError(name, `Modifier ":${modifier}" is not supported on string parameter ${code}`);
         return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) => {
           const n = normalizeString(unescapeValue(v));
-          return modifier === 'x-eq' ? `${x}.value = ${this.sql.bind(n)}` : `${x}.value LIKE ${this.sql.bind('%' + likeEscape(n))}`;
+          return modifier === 'x-eq' ? `${x}.value = ${this.sql.bind(n)}` : this.like(`${x}.value`, '%' + likeEscape(n));
         }));
       case 'contains':
       case 'text':
         return this.exists('string', type, alias, code, this.orValues(name, value, (v, x) =>
-          `${x}.value LIKE ${this.sql.bind('%' + likeEscape(normalizeString(unescapeValue(v))) + '%')}`));
+          this.like(`${x}.value`, '%' + likeEscape(normalizeString(unescapeValue(v))) + '%')));
       default:
         throw new ParamError(name, `Modifier ":${modifier}" is not supported on string parameter ${code}`);
     }
@@ -674,13 +681,12 @@ export class Compiler {
   // ------------------------------------------------------------------ uri
 
   private uri(type: string, alias: string, name: string, code: string, modifier: string | undefined, value: string): string {
-    if (modifier) this.sql.planByValue = true; // :below / :above: LIKE patterns
     switch (modifier) {
       case undefined:
         return this.exists('uri', type, alias, code, this.orValues(name, value, (v, x) => `${x}.value = ${this.sql.bind(unescapeValue(v))}`));
       case 'below':
         return this.exists('uri', type, alias, code, this.orValues(name, value, (v, x) =>
-          `${x}.value LIKE ${this.sql.bind(likeEscape(unescapeValue(v)) + '%')}`));
+          this.like(`${x}.value`, likeEscape(unescapeValue(v)) + '%')));
       case 'above':
         return this.exists('uri', type, alias, code, this.orValues(name, value, (v, x) => {
           // Every path prefix of the value: http://a/b/c is below http://a/b and http://a.
@@ -838,10 +844,7 @@ export class Compiler {
         const { prefix, rest } = splitPrefix(unescapeValue(p2));
         conds.push(this.numericCond(name, prefix, rest, `${x}.low2`, `${x}.high2`));
       } else if (t2 === 'date') conds.push(this.dateCond(name, p2, `${x}.dlow2`, `${x}.dhigh2`));
-      else if (t2 === 'string') {
-        this.sql.planByValue = true;
-        conds.push(`${x}.text2 LIKE ${this.sql.bind(likeEscape(normalizeString(unescapeValue(p2))) + '%')}`);
-      }
+      else if (t2 === 'string') conds.push(this.like(`${x}.text2`, likeEscape(normalizeString(unescapeValue(p2))) + '%'));
       else if (t2 === 'uri' || t2 === 'reference') conds.push(`${x}.code2 = ${this.sql.bind(unescapeValue(p2))}`);
       else throw new ParamError(name, `Composite ${code} is not supported`);
       if (compTypes[2]) {

@@ -14,7 +14,7 @@ import { getSearchParameters } from '@medplum/core';
 import type { OperationOutcomeIssue, SearchParameter } from '@medplum/fhirtypes';
 import type pg from 'pg';
 import type { Queryable } from '../../db/pool.ts';
-import { instantSql, searchStatementName } from '../../db/pool.ts';
+import { instantSql, preparedStatement } from '../../db/pool.ts';
 import { isResourceType, loadDefinitions } from '../definitions.ts';
 import { badRequest, forbidden } from '../outcome.ts';
 import { isServedParam } from './index-rows.ts';
@@ -417,8 +417,7 @@ interface PageRow {
  * pattern could not use the index at all (36 ms instead of 0.6), hence the exception.
  */
 function statement(sql: SqlBuilder, text: string): pg.QueryConfig {
-  const name = sql.planByValue ? undefined : searchStatementName(text);
-  return name ? { name, text, values: sql.values } : { text, values: sql.values };
+  return sql.planByValue ? { text, values: sql.values } : preparedStatement(text, sql.values, 'search');
 }
 
 // -------------------------------------------------------------------------------------- search

@@ -86,9 +86,9 @@ export async function run(db: Db, q: string, opts: Partial<SearchOptions> = {}):
 export async function searchSql(db: Db, q: string): Promise<{ sql: string[]; bundle: BundleJson }> {
   const sql: string[] = [];
   const spy: Queryable = {
-    query: (q, values) => {
-      sql.push(typeof q === 'string' ? q : q.text);
-      return db.query(q, values);
+    query: (statement, values) => {
+      sql.push(typeof statement === 'string' ? statement : statement.text);
+      return db.query(statement, values);
     },
   };
   const bundle = JSON.parse(await search(spy, parseQuery(q), OPTIONS)) as BundleJson;

@@ -70,4 +70,9 @@ describe.skipIf(!process.env.DATABASE_URL)('prepared search statements', () => {
     await run(one, 'Patient?name=smi&gender=female');
     expect(await prepared('idx_string')).toEqual([]);
   });
+
+  it('an exact string match has no pattern: it is prepared like a token', async () => {
+    expect(ids(await run(one, 'Patient?name:exact=Jones')).sort()).toEqual(['p12', 'p17', 'p2', 'p7']);
+    expect(await prepared('x1.exact = $1')).toHaveLength(1);
+  });
 });

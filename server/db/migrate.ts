@@ -9,6 +9,7 @@ import * as m006 from './migrations/006_search.ts';
 import * as m008 from './migrations/008_subscriptions_perf.ts';
 import * as m009 from './migrations/009_statistics.ts';
 import * as m010 from './migrations/010_reference_url_partial.ts';
+import * as m011 from './migrations/011_pair_key.ts';
 
 interface Migration {
   name: string;
@@ -18,7 +19,7 @@ interface Migration {
 
 // Listed explicitly rather than read from a folder, so the order is visible and no loader is
 // needed for .ts files.
-const MIGRATIONS: Migration[] = [m001, m002, m003, m004, m005, m006, m008, m009, m010];
+const MIGRATIONS: Migration[] = [m001, m002, m003, m004, m005, m006, m008, m009, m010, m011];
 
 export async function migrate(connectionString: string): Promise<void> {
   const knex = knexFactory({ client: 'pg', connection: connectionString, pool: { min: 0, max: 1 } });

@@ -180,7 +180,11 @@ export function pairDriver(type: string, token: Driver, other: Driver): Driver |
   // (migration 006) go on with the other bound, the system and the id.
   const bounds = /^\(?y\.dhigh2\b/.test(oc) ? ['dhigh2', 'dlow2'] : ['dlow2', 'dhigh2'];
   // The conditions' own type and parameter values are compared too, so they stay referenced.
-  const from = `FROM idx_composite y WHERE y.resource_type = ${t.rt} AND ${o.rt} = ${t.rt} AND y.param = ${literal(pair.param)} AND ${t.param} || '+' || ${o.param} IS NOT NULL AND ${tc} AND ${oc}${target}`;
+  // Token + date rows of one code are found by their key (migration 011), the others by the
+  // text columns.
+  const key = o.tbl === 'date' ? keyedTokenCond(tc, t.rt, literal(pair.param)) : undefined;
+  const tokenCond = key ?? `y.resource_type = ${t.rt} AND y.param = ${literal(pair.param)} AND ${tc}`;
+  const from = `FROM idx_composite y WHERE ${tokenCond} AND ${o.rt} = ${t.rt} AND ${t.param} || '+' || ${o.param} IS NOT NULL AND ${oc}${target}`;
   const ordered: OrderedDriver | undefined =
     unique && o.tbl === 'date'
       ? {
@@ -190,6 +194,24 @@ export function pairDriver(type: string, token: Driver, other: Driver): Driver |
         }
       : undefined;
   return { unique, ordered, rank: PAIR_RANK[o.tbl], sql: `SELECT y.resource_id AS id ${from}` };
+}
+
+/**
+ * A pair row token condition (onPairRow's) on one code, or a list of codes, as a condition on
+ * the rows' key1 = hashtextextended(type | pair | code1) (migration 011), which the
+ * (key1, date bound, ...) indexes range-scan with one int8 comparison per entry; the system, if
+ * named, is still compared. undefined for any other token condition (several system|code
+ * values, :in, :below...), which then goes by the text columns.
+ */
+function keyedTokenCond(tc: string, rt: string, pairLiteral: string): string | undefined {
+  const key = (code: string) => `hashtextextended(${rt}::text || '|' || ${pairLiteral} || '|' || ${code}::text, 0)`;
+  let m = /^\((y\.system1 = \$\d+|y\.system1 IS NULL) AND y\.code1 = (\$\d+)\)$/.exec(tc);
+  if (m) return `y.key1 = ${key(m[2])} AND ${m[1]}`;
+  m = /^y\.code1 = (\$\d+)$/.exec(tc);
+  if (m) return `y.key1 = ${key(m[1])}`;
+  m = /^y\.code1 = ANY\((\$\d+)::text\[\]\)$/.exec(tc);
+  if (m) return `y.key1 = ANY(ARRAY(SELECT ${key('c')} FROM unnest(${m[1]}::text[]) AS c))`;
+  return undefined;
 }
 
 /**

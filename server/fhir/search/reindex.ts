@@ -25,11 +25,12 @@ interface Column {
 async function indexColumns(db: Queryable): Promise<Map<string, Column[]>> {
   const res = await db.query<{ table_name: string; column_name: string; data_type: string }>(
     `SELECT table_name, column_name, data_type FROM information_schema.columns
-     WHERE table_schema = current_schema() AND table_name = ANY($1::text[]) ORDER BY ordinal_position`,
+     WHERE table_schema = current_schema() AND table_name = ANY($1::text[]) AND is_generated = 'NEVER' ORDER BY ordinal_position`,
     [INDEX_TABLES.map((t) => `idx_${t}`)],
   );
   const out = new Map<string, Column[]>();
   for (const r of res.rows) {
+    // Generated columns (idx_composite.key1) are PostgreSQL's to fill.
     if (r.column_name === 'resource_type' || r.column_name === 'resource_id') continue;
     const list = out.get(r.table_name) ?? [];
     list.push({ name: r.column_name, sqlType: r.data_type === 'timestamp with time zone' ? 'timestamptz' : r.data_type });

@@ -23,6 +23,7 @@ function counting(db: Db): Db {
   return {
     pool: db.pool,
     query: wrap(db).query,
+    queryFixedPlan: wrap({ query: db.queryFixedPlan }).query,
     transaction: (fn) => {
       statements.push('BEGIN');
       return db.transaction((client) => fn(wrap(client))).finally(() => statements.push('COMMIT/ROLLBACK'));

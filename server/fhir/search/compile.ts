@@ -30,6 +30,12 @@ export class SqlBuilder {
    * the others are prepared, and PostgreSQL may keep one plan for all values (search.ts statement()).
    */
   planByValue = false;
+  /**
+   * Range conditions compiled so far (date, number, quantity, near's box): how many rows one
+   * matches depends on its values, so the best plan may too, unless an equality on the same
+   * index comes first (a keyed token + date pair: Driver.anchorsRange). See search.ts fixedPlan.
+   */
+  ranges = 0;
   bind(v: unknown): string {
     this.values.push(v);
     return `$${this.values.length}`;
@@ -99,6 +105,11 @@ export interface Driver {
   part?: { tbl: string; code: string; x: string; rt: string; param: string; cond: string };
   /** The SQL yields each id at most once (no DISTINCT needed; see PairRows.onePerCoding). */
   unique?: boolean;
+  /**
+   * A pair driver whose date range follows an equality on one key in its index (keyed token +
+   * date rows): one index range scan is the best plan whatever the values.
+   */
+  anchorsRange?: boolean;
   /**
    * A search without _sort can page in the order of the index this driver scans (then id),
    * reading its first page straight off the index instead of sorting every match: `sql` yields
@@ -193,7 +204,7 @@ export function pairDriver(type: string, token: Driver, other: Driver): Driver |
           countable: true,
         }
       : undefined;
-  return { unique, ordered, rank: PAIR_RANK[o.tbl], sql: `SELECT y.resource_id AS id ${from}` };
+  return { unique, ordered, rank: PAIR_RANK[o.tbl], sql: `SELECT y.resource_id AS id ${from}`, anchorsRange: key !== undefined };
 }
 
 /**
@@ -489,6 +500,7 @@ export class Compiler {
    * ap = the ranges overlap after widening the search range by 10% of its distance from now.
    */
   dateCond(name: string, raw: string, low: string, high: string): string {
+    this.sql.ranges++;
     const { prefix, rest } = splitPrefix(unescapeValue(raw));
     const r = parseDate(name, rest);
     const b = (v: string) => `${this.sql.bind(v)}::timestamptz`;
@@ -526,6 +538,7 @@ export class Compiler {
 
   /** Conditions on a numeric range [lowCol, highCol] (a point has low = high). */
   private numericCond(name: string, prefix: Prefix, s: string, lowCol: string, highCol: string): string {
+    this.sql.ranges++;
     const n = parseNumber(name, s);
     const b = (v: string) => `${this.sql.bind(v)}::numeric`;
     switch (prefix) {
@@ -907,6 +920,7 @@ export class Compiler {
   private nearCond(alias: string, name: string, value: string): string {
     const n = this.parseNear(name, value, this.nearDistanceOverride);
     this.near = n;
+    this.sql.ranges++;
     const g = this.sql.alias('g');
     const dLat = n.distance / 111.2;
     const cosLat = Math.cos((n.lat * Math.PI) / 180);

@@ -14,7 +14,7 @@ import { getSearchParameters } from '@medplum/core';
 import type { OperationOutcomeIssue, SearchParameter } from '@medplum/fhirtypes';
 import type pg from 'pg';
 import type { Queryable } from '../../db/pool.ts';
-import { instantSql, preparedStatement } from '../../db/pool.ts';
+import { instantSql, isDb, preparedStatement } from '../../db/pool.ts';
 import { isResourceType, loadDefinitions } from '../definitions.ts';
 import { badRequest, forbidden } from '../outcome.ts';
 import { isServedParam } from './index-rows.ts';
@@ -90,6 +90,8 @@ interface Parsed {
   cursor?: Cursor;
   /** The values the filters bound (they come first). */
   filterValues: unknown[];
+  /** Range conditions within each filter (SqlBuilder.ranges), for Source.fixedPlan. */
+  rangesOf: Map<string, number>;
   warnings: OperationOutcomeIssue[];
 }
 
@@ -202,12 +204,20 @@ function parseRequest(c: Compiler, request: SearchRequest, options: SearchOption
   const parsed: Parsed = {
     types,
     filters: new Map(types.map((t) => [t, []])),
+    rangesOf: new Map(),
     sort: [],
     count: options.defaultCount,
     total: 'auto',
     includes: [],
     filterValues: [],
     warnings,
+  };
+  /** Compiles one filter, noting how many range conditions it holds. */
+  const filter = <T extends string | undefined>(compile: () => T): T => {
+    const before = c.sql.ranges;
+    const cond = compile();
+    if (cond) parsed.rangesOf.set(cond, (parsed.rangesOf.get(cond) ?? 0) + c.sql.ranges - before);
+    return cond;
   };
   const nd = request.params.find(([k]) => k === 'near-distance');
   if (nd) {
@@ -263,7 +273,7 @@ function parseRequest(c: Compiler, request: SearchRequest, options: SearchOption
         continue;
       }
       if (UNSUPPORTED.has(base)) throw new ParamError(name, `${base} is not supported`);
-      const conds = types.map((t) => c.param(t, 'a', name, value));
+      const conds = types.map((t) => filter(() => c.param(t, 'a', name, value)));
       types.forEach((t, i) => parsed.filters.get(t)!.push(conds[i]));
     } catch (e) {
       c.sql.truncate(bound);
@@ -276,8 +286,8 @@ function parseRequest(c: Compiler, request: SearchRequest, options: SearchOption
     for (const t of types) {
       const r = options.access(t);
       if (!r) throw forbidden(`The token may not search ${t}`);
-      for (const [name, value] of r.params) parsed.filters.get(t)!.push(c.param(t, 'a', name, value));
-      const cond = restrictionSql(c.sql, t, 'a', r);
+      for (const [name, value] of r.params) parsed.filters.get(t)!.push(filter(() => c.param(t, 'a', name, value)));
+      const cond = filter(() => restrictionSql(c.sql, t, 'a', r));
       if (cond) parsed.filters.get(t)!.push(cond);
     }
   }
@@ -318,6 +328,13 @@ interface Source {
   unique: boolean;
   /** Set when `from` yields the matches in its driver's index order: the keys of that order. */
   indexOrder?: SortKey[];
+  /**
+   * The best plan is the same whatever the values: every filter is the driver's (nothing left
+   * to filter by), and none holds a range whose selectivity decides between plans, except one
+   * that follows an equality in the driver's index (Driver.anchorsRange). Such a statement runs
+   * with PostgreSQL's generic plan (db/pool.ts FIXED_PLAN).
+   */
+  fixedPlan: boolean;
 }
 
 /**
@@ -344,19 +361,22 @@ function sourceOf(c: Compiler, p: Parsed, t: string, opts: { indexOrder: boolean
       });
     });
   }
-  if (!best) return { from: `${table(t)} a`, where: whereOf(filters), driven: false, unique: false };
+  if (!best) return { from: `${table(t)} a`, where: whereOf(filters), driven: false, unique: false, fixedPlan: false };
   const rest = filters.filter((_, i) => !best!.index.includes(i));
   const where = rest.length ? rest.join(' AND ') : 'true';
-  const { unique, ordered } = best.driver;
+  const { unique, ordered, anchorsRange } = best.driver;
+  const rangesOf = (i: number) => p.rangesOf.get(filters[i]) ?? 1;
+  // A keyed pair's filters: the token's (first) holds no range; the date's are anchored.
+  const fixedPlan = rest.length === 0 && (anchorsRange ? rangesOf(best.index[0]) === 0 : best.index.every((i) => rangesOf(i) === 0));
   // With other conditions the ordered rows are filtered as they stream: fine when each is a
   // plain index row (pairs), but the string order probes every row it passes, and a filter that
   // rejects the first thousands (name=joh&gender=female) would probe them all.
   if (ordered && opts.indexOrder && (ordered.countable || (!opts.counted && !rest.length))) {
     const indexOrder = ordered.keys.map((k, i): SortKey => ({ desc: false, notNull: true, cast: k.cast, pattern: k.pattern, sql: (_t, a) => `${a}.o${i}` }));
-    return { from: `(${ordered.sql}) a`, where, driven: true, unique: true, indexOrder };
+    return { from: `(${ordered.sql}) a`, where, driven: true, unique: true, indexOrder, fixedPlan };
   }
   const ids = unique ? best.driver.sql : `SELECT DISTINCT d.id FROM (${best.driver.sql}) d`;
-  return { from: `(${ids}) a`, where, driven: true, unique: unique === true };
+  return { from: `(${ids}) a`, where, driven: true, unique: unique === true, fixedPlan };
 }
 
 /** Keyset condition: the row comes strictly after (or before) the cursor row in the sort order. */
@@ -420,6 +440,16 @@ function statement(sql: SqlBuilder, text: string): pg.QueryConfig {
   return sql.planByValue ? { text, values: sql.values } : preparedStatement(text, sql.values, 'search');
 }
 
+/**
+ * Runs a search statement (see statement()); one whose plan cannot depend on its values
+ * (every Source.fixedPlan) with PostgreSQL's generic plan, on the pool's fixed-plan connections
+ * (not inside a transaction: there it runs on the transaction's connection, planned as usual).
+ */
+function runSearch<R extends pg.QueryResultRow>(db: Queryable, sql: SqlBuilder, text: string, fixedPlan: boolean): Promise<pg.QueryResult<R>> {
+  const config = statement(sql, text);
+  return fixedPlan && !sql.planByValue && isDb(db) ? db.queryFixedPlan<R>(config) : db.query<R>(config);
+}
+
 // -------------------------------------------------------------------------------------- search
 
 /** Runs a search and returns the searchset Bundle as JSON text. */
@@ -448,6 +478,7 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   const indexOrder = sources.get(p.types[0])!.indexOrder;
   if (indexOrder) p.sort = indexOrder;
   const unique = p.types.every((t) => sources.get(t)!.unique);
+  const fixedPlan = p.types.every((t) => sources.get(t)!.fixedPlan);
   // A cursor carries one value per sort key: one from another search (or from before an upgrade
   // that changed this search's order) cannot be placed in this one.
   if (p.cursor && p.cursor.k.length !== p.sort.length) {
@@ -468,7 +499,7 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
   let hasMoreForward = false;
   let hasMoreBackward = false;
   if (countOnly) {
-    const res = await db.query<{ total: string }>(statement(sql, `SELECT ${countSql} AS total`));
+    const res = await runSearch<{ total: string }>(db, sql, `SELECT ${countSql} AS total`, fixedPlan);
     total = Number(res.rows[0].total);
     if (cap !== undefined && total > cap) total = await estimateTotal(db, p, total);
   } else {
@@ -501,7 +532,7 @@ export async function search(db: Queryable, request: SearchRequest, options: Sea
       : countInSql
         ? `SELECT q.*, cnt.total FROM (SELECT ${countSql} AS total) cnt LEFT JOIN (${fetch}) q ON true ORDER BY q.ord`
         : `SELECT q.*, NULL AS total FROM (${fetch}) q ORDER BY q.ord`;
-    const res = await db.query<PageRow>(statement(sql, text));
+    const res = await runSearch<PageRow>(db, sql, text, fixedPlan);
     rows = res.rows.filter((r) => r.id !== null);
     if (countInSql) total = Number(res.rows[0]?.total ?? 0);
     if (total !== undefined && cap !== undefined && total > cap && !shared) total = await estimateTotal(db, p, total);

@@ -32,12 +32,14 @@ afterAll(async () => {
   await t?.drop();
 });
 
-async function prepared(fragment: string): Promise<{ statement: string; generic_plans: string; custom_plans: string }[]> {
-  const res = await one.query<{ statement: string; generic_plans: string; custom_plans: string }>(
-    'SELECT statement, generic_plans::text, custom_plans::text FROM pg_prepared_statements WHERE statement LIKE $1',
-    [`%${fragment}%`],
-  );
-  return res.rows;
+type PreparedRow = { statement: string; generic_plans: string; custom_plans: string };
+
+/** The statements prepared on `one`'s connection (planned as usual), or on its fixed-plan one. */
+async function prepared(fragment: string, on: 'usual' | 'fixed' | 'both' = 'both'): Promise<PreparedRow[]> {
+  const sql = 'SELECT statement, generic_plans::text, custom_plans::text FROM pg_prepared_statements WHERE statement LIKE $1';
+  const usual = on === 'fixed' ? [] : (await one.query<PreparedRow>(sql, [`%${fragment}%`])).rows;
+  const fixed = on === 'usual' ? [] : (await one.queryFixedPlan<PreparedRow>(sql, [`%${fragment}%`])).rows;
+  return [...usual, ...fixed];
 }
 
 describe.skipIf(!process.env.DATABASE_URL)('prepared search statements', () => {
@@ -51,6 +53,26 @@ describe.skipIf(!process.env.DATABASE_URL)('prepared search statements', () => {
     const statements = await prepared("param = $4 AND (x1.system = $1 AND x1.code = $2)");
     expect(statements).toHaveLength(1);
     expect(Number(statements[0].generic_plans) + Number(statements[0].custom_plans)).toBe(13);
+  });
+
+  it('a search whose plan cannot depend on its values runs with one plan for all of them', async () => {
+    // identifier=system|code: one index condition, nothing else to filter by.
+    for (const i of [1, 2, 3, 4, 5, 6, 7]) {
+      expect(ids(await run(one, `Patient?identifier=${encodeURIComponent(`${MRN}|M${i}`)}&_count=7`))).toEqual([`p${i}`]);
+    }
+    const fixed = await prepared('LIMIT 8)', 'fixed');
+    expect(fixed).toHaveLength(1);
+    expect(fixed[0]).toMatchObject({ generic_plans: '7', custom_plans: '0' });
+    expect(await prepared('LIMIT 8)', 'usual')).toEqual([]);
+  });
+
+  it('with a range or a condition left to filter by, PostgreSQL plans for the values as it sees fit', async () => {
+    // A date range alone: how many rows it matches decides between plans.
+    await run(one, 'Patient?birthdate=ge2000&_count=9');
+    // A second condition filters the driver's rows: its selectivity may too.
+    await run(one, `Patient?identifier=${encodeURIComponent(`${MRN}|M3`)}&gender=female&_count=9`);
+    expect(await prepared('LIMIT 10)', 'fixed')).toEqual([]);
+    expect(await prepared('LIMIT 10)', 'usual')).toHaveLength(2);
   });
 
   it('the page size is part of the statement text, not a bind parameter (an unknown LIMIT rules out one plan for all values)', async () => {

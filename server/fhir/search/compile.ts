@@ -111,6 +111,11 @@ export interface Driver {
    */
   anchorsRange?: boolean;
   /**
+   * How many rows it yields varies widely with the value (a token of few values: one status
+   * may be most rows, another none), so the best plan may too.
+   */
+  skewed?: boolean;
+  /**
    * A search without _sort can page in the order of the index this driver scans (then id),
    * reading its first page straight off the index instead of sorting every match: `sql` yields
    * each id once with its keys (o0, o1, ...: never null) in that order.
@@ -339,6 +344,7 @@ export class Compiler {
     if (alias === TOP_ALIAS) {
       this.drivers.set(condition, {
         rank: tbl === 'token' && fewValues(type, code) ? FEW_VALUES_RANK : (DRIVER_RANK[tbl] ?? 9),
+        skewed: tbl === 'token' && fewValues(type, code),
         sql: `SELECT ${x}.resource_id AS id FROM idx_${tbl} ${x} WHERE ${x}.resource_type = ${rt} AND ${x}.param = ${param} AND ${c}`,
         part: { tbl, code, x, rt, param, cond: c },
       });

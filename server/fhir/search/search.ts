@@ -330,8 +330,9 @@ interface Source {
   indexOrder?: SortKey[];
   /**
    * The best plan is the same whatever the values: every filter is the driver's (nothing left
-   * to filter by), and none holds a range whose selectivity decides between plans, except one
-   * that follows an equality in the driver's index (Driver.anchorsRange). Such a statement runs
+   * to filter by), the driver's own selectivity does not swing with the value (Driver.skewed),
+   * and no filter holds a range whose selectivity decides between plans, except one that
+   * follows an equality in the driver's index (Driver.anchorsRange). Such a statement runs
    * with PostgreSQL's generic plan (db/pool.ts FIXED_PLAN).
    */
   fixedPlan: boolean;
@@ -364,10 +365,11 @@ function sourceOf(c: Compiler, p: Parsed, t: string, opts: { indexOrder: boolean
   if (!best) return { from: `${table(t)} a`, where: whereOf(filters), driven: false, unique: false, fixedPlan: false };
   const rest = filters.filter((_, i) => !best!.index.includes(i));
   const where = rest.length ? rest.join(' AND ') : 'true';
-  const { unique, ordered, anchorsRange } = best.driver;
+  const { unique, ordered, anchorsRange, skewed } = best.driver;
   const rangesOf = (i: number) => p.rangesOf.get(filters[i]) ?? 1;
   // A keyed pair's filters: the token's (first) holds no range; the date's are anchored.
-  const fixedPlan = rest.length === 0 && (anchorsRange ? rangesOf(best.index[0]) === 0 : best.index.every((i) => rangesOf(i) === 0));
+  const fixedPlan =
+    rest.length === 0 && !skewed && (anchorsRange ? rangesOf(best.index[0]) === 0 : best.index.every((i) => rangesOf(i) === 0));
   // With other conditions the ordered rows are filtered as they stream: fine when each is a
   // plain index row (pairs), but the string order probes every row it passes, and a filter that
   // rejects the first thousands (name=joh&gender=female) would probe them all.

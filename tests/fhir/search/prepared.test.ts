@@ -66,13 +66,15 @@ describe.skipIf(!process.env.DATABASE_URL)('prepared search statements', () => {
     expect(await prepared('LIMIT 8)', 'usual')).toEqual([]);
   });
 
-  it('with a range or a condition left to filter by, PostgreSQL plans for the values as it sees fit', async () => {
+  it('with a range, a condition left to filter by or a token of few values, PostgreSQL plans for the values as it sees fit', async () => {
     // A date range alone: how many rows it matches decides between plans.
     await run(one, 'Patient?birthdate=ge2000&_count=9');
     // A second condition filters the driver's rows: its selectivity may too.
     await run(one, `Patient?identifier=${encodeURIComponent(`${MRN}|M3`)}&gender=female&_count=9`);
+    // A token of few values: one may be most rows, another none.
+    await run(one, 'Patient?gender=female&_count=9');
     expect(await prepared('LIMIT 10)', 'fixed')).toEqual([]);
-    expect(await prepared('LIMIT 10)', 'usual')).toHaveLength(2);
+    expect(await prepared('LIMIT 10)', 'usual')).toHaveLength(3);
   });
 
   it('the page size is part of the statement text, not a bind parameter (an unknown LIMIT rules out one plan for all values)', async () => {

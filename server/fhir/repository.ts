@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { getSearchParameters } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
+import type pg from 'pg';
 import { instantSql, preparedStatement, type Db, type Queryable } from '../db/pool.ts';
 import { isResourceType } from './definitions.ts';
 import { badRequest, gone, notFound, preconditionFailed } from './outcome.ts';
@@ -28,6 +29,13 @@ export interface WriteResult<T extends Resource = Resource> {
   resource: T;
   /** true when the write created the resource (201), false when it updated it (200). */
   created: boolean;
+}
+
+/** A validated batch of writes, ready to send (Repository.prepareBatch). */
+export interface PreparedBatch {
+  /** The resources as they will be stored (ids set; versionId / lastUpdated once sent). */
+  resources: Resource[];
+  statement?: pg.QueryConfig;
 }
 
 /** A business identifier a conditional write matches on (Type?identifier=system|value). */
@@ -238,7 +246,16 @@ export class Repository {
    * under their locks (an HL7 v2 message's resources); one round trip instead of one per resource.
    */
   async writeBatch(items: BatchWrite[]): Promise<WriteResult[]> {
-    if (items.length === 0) return [];
+    return this.sendBatch(this.prepareBatch(items));
+  }
+
+  /**
+   * writeBatch's first half: validates every resource and builds the statement, sending
+   * nothing (a refusal throws here). A caller that pipelines (HL7 v2) then sends it with
+   * sendBatch and more statements behind it, knowing nothing can be refused any more.
+   */
+  prepareBatch(items: BatchWrite[]): PreparedBatch {
+    if (items.length === 0) return { resources: [] };
     const prepared = items.map((item) => {
       assertType(item.resource.resourceType);
       const id = item.resource.id;
@@ -278,7 +295,14 @@ export class Repository {
       selects.push(`SELECT ${i} AS i, version, ${instantSql('last_updated')} AS last_updated, inserted FROM up${n}`);
     });
     const text = `WITH ${ctes.join(',\n')}\n${selects.join('\nUNION ALL\n')}`;
-    const res = await this.db.query<{ i: number; version: number; last_updated: string; inserted: boolean }>(preparedStatement(text, values));
+    return { resources: prepared, statement: preparedStatement(text, values) };
+  }
+
+  /** writeBatch's second half: one statement; sets meta.versionId / lastUpdated on each resource. */
+  async sendBatch(batch: PreparedBatch): Promise<WriteResult[]> {
+    const prepared = batch.resources;
+    if (!batch.statement) return [];
+    const res = await this.db.query<{ i: number; version: number; last_updated: string; inserted: boolean }>(batch.statement);
     const results: WriteResult[] = prepared.map((resource) => ({ resource, created: false }));
     for (const row of res.rows) {
       const r = results[row.i];

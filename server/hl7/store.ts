@@ -3,6 +3,7 @@
 // store's own tables lives here; FHIR resources are only ever written through the repository.
 import type { Queryable } from '../db/pool.ts';
 import { instantSql, preparedStatement } from '../db/pool.ts';
+import { isResourceType } from '../fhir/definitions.ts';
 
 export type MessageStatus = 'received' | 'processed' | 'error' | 'rejected';
 
@@ -103,21 +104,42 @@ export async function reserveAndClaim(db: Queryable, claim: Claim): Promise<{ id
   return { id: res.rows[0].id, stale: new Set(res.rows[0].stale) };
 }
 
-const INSERT_FINISHED = `INSERT INTO hl7_message (id, sender, control_id, message_type, version, via, raw, status, ack_code, ack, app_ack, errors, notes, resources, attempts, processed_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, COALESCE($14, '[]'::jsonb), 1, now())`;
+const insertFinishedSql = (resources: string) => `INSERT INTO hl7_message (id, sender, control_id, message_type, version, via, raw, status, ack_code, ack, app_ack, errors, notes, resources, attempts, processed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, ${resources}, 1, now())`;
+const INSERT_FINISHED = insertFinishedSql(`COALESCE($14, '[]'::jsonb)`);
+
+/**
+ * A resource the message produced, for its `resources` list: one it left as it was (its
+ * Type/id/_history/v known), or one written earlier in this transaction, whose version is read
+ * back by the insert itself (so the insert can be sent before that write's answer arrives).
+ */
+export type ProducedRef = { kept: string } | { type: string; id: string };
 
 /**
  * Inserts a processed message with its outcome at a reserved id. A message already stored
  * under this (sender, MSH-10) makes it fail with a unique violation (isDuplicateKey), which
- * aborts the transaction: the caller's COMMIT then rolls everything back.
+ * aborts the transaction: the caller's COMMIT then rolls everything back. `produced` instead of
+ * o.resources: the list is read back from the written resources (see ProducedRef).
  */
-export async function insertFinished(db: Queryable, id: string, m: NewMessage, o: Outcome): Promise<void> {
-  await db.query(
-    preparedStatement(INSERT_FINISHED, [
-      id, m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, o.status, o.ackCode, o.ack ?? null, o.appAck ?? null,
-      o.errors === undefined ? null : JSON.stringify(o.errors), o.notes?.length ? JSON.stringify(o.notes) : null, o.resources ? JSON.stringify(o.resources) : null,
-    ]),
-  );
+export async function insertFinished(db: Queryable, id: string, m: NewMessage, o: Outcome, produced?: ProducedRef[]): Promise<void> {
+  const values: unknown[] = [
+    id, m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, o.status, o.ackCode, o.ack ?? null, o.appAck ?? null,
+    o.errors === undefined ? null : JSON.stringify(o.errors), o.notes?.length ? JSON.stringify(o.notes) : null,
+  ];
+  if (!produced) {
+    values.push(o.resources ? JSON.stringify(o.resources) : null);
+    await db.query(preparedStatement(INSERT_FINISHED, values));
+    return;
+  }
+  const rows = produced.map((r, i) => {
+    values.push('kept' in r ? r.kept : r.id);
+    const v = `$${values.length}`;
+    if ('kept' in r) return `SELECT ${i} AS o, ${v}::text AS l`;
+    if (!isResourceType(r.type)) throw new Error(`not a resource type: ${r.type}`);
+    return `SELECT ${i} AS o, '${r.type}/' || r.id || '/_history/' || r.version AS l FROM "${r.type}" r WHERE r.id = ${v}`;
+  });
+  const list = rows.length ? `COALESCE((SELECT jsonb_agg(p.l ORDER BY p.o) FROM (${rows.join(' UNION ALL ')}) p), '[]'::jsonb)` : `'[]'::jsonb`;
+  await db.query(preparedStatement(insertFinishedSql(list), values));
 }
 
 /** True for the unique violation of (sender, control id): the message was stored before. */

@@ -112,10 +112,14 @@ describe('ADT mapping', () => {
   it('A08 updates the same Patient and A03 finishes the same Encounter', async () => {
     const mrn = uid('M');
     await send(adt('A01', mrn));
-    expect((await send(adt('A08', mrn, { name: 'Smith^Mary', evn: '20240301130000+0100' }))).code).toBe('AA');
+    const a08 = await send(adt('A08', mrn, { name: 'Smith^Mary', evn: '20240301130000+0100' }));
+    expect(a08.code).toBe('AA');
     const patients = await patientBy(mrn);
     expect(patients).toHaveLength(1);
     expect(patients[0].name[0].family).toBe('Smith');
+    // The stored message lists what it wrote at the versions it wrote.
+    const stored = await env.db.query<{ resources: string[] }>('SELECT resources FROM hl7_message WHERE control_id = $1', [a08.controlId]);
+    expect(stored.rows[0].resources).toContain(`Patient/${patients[0].id}/_history/2`);
     expect((await send(adt('A03', mrn, { evn: '20240302090000+0100', discharge: '20240302083000+0100' }))).code).toBe('AA');
     const encounters = await findBy(env, 'Encounter', [['patient', `Patient/${patients[0].id}`]]);
     expect(encounters).toHaveLength(1);
@@ -163,8 +167,10 @@ describe('idempotency and ordering', () => {
     const [p] = await patientBy(mrn);
     expect(p.name[0].family).toBe('Newer');
     expect(p.meta.versionId).toBe('1');
-    const row = await env.db.query<{ notes: string[] }>('SELECT notes FROM hl7_message WHERE control_id = $1', [late.controlId]);
+    const row = await env.db.query<{ notes: string[]; resources: string[] }>('SELECT notes, resources FROM hl7_message WHERE control_id = $1', [late.controlId]);
     expect(row.rows[0].notes.join(' ')).toMatch(/Newer data already applied/);
+    // The Patient it left as it was is listed at the stored version.
+    expect(row.rows[0].resources).toContain(`Patient/${p.id}/_history/1`);
   });
 });
 

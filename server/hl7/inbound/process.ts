@@ -27,7 +27,7 @@ import { senderOf } from './context.ts';
 import { checkHeader, mapMessage } from './map.ts';
 import { applyMerge } from './merge.ts';
 import type { MessagePlan } from './plan.ts';
-import { batchable, writePlanBatched, writePlanViaEngine } from './write.ts';
+import { batchable, batchFor, locationsOf, matchPlan, producedOf, writePlanBatched, writePlanViaEngine, type PlanBatch } from './write.ts';
 import type pg from 'pg';
 import { PipelinedTransaction } from '../pipelined.ts';
 import type { OutboundDeps } from '../outbound/queue.ts';
@@ -190,18 +190,48 @@ async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMe
   } catch (e) {
     return storeRefusal(deps, msg, row, e);
   }
+  const ack = buildAck(target, 'AA');
+  const outcome: store.Outcome = { status: 'processed', ackCode: 'AA', ack, notes: plan.notes };
   // commitWith(last): the last statement, after which the transaction commits.
   const body = async (client: Queryable, commitWith: <T>(last: Promise<T>) => Promise<T>): Promise<InboundResult> => {
-    const { id, stale } = await store.reserveAndClaim(client, claimOf(plan));
-    let written: string[];
+    const repo = new Repository(client, { baseUrl: deps.fhirBase });
+    // First round trip: BEGIN, the claim (locks, clock rows) and the match of the upserts'
+    // identifiers, sent together; the match runs after the claim, so its snapshot sees what a
+    // writer holding the same locks committed.
+    const claimed = store.reserveAndClaim(client, claimOf(plan));
+    const matched = batchable(plan) && !plan.merge ? matchPlan(repo, plan) : undefined;
+    matched?.catch(() => {}); // a failure shows through the claim's first
+    const { id, stale } = await claimed;
+    let planned: PlanBatch | undefined;
     try {
-      written = await writePlan(deps, client, plan, id, stale);
+      planned = matched ? batchFor(repo, plan, stale, await matched) : undefined;
     } catch (e) {
       throw new Refused(e);
     }
-    const ack = buildAck(target, 'AA');
-    await commitWith(store.insertFinished(client, id, row, { status: 'processed', ackCode: 'AA', ack, notes: plan.notes, resources: written }));
-    return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources: written };
+    if (!planned) {
+      // Merges, and plans one statement cannot write: entry by entry.
+      let written: string[];
+      try {
+        written = await writePlan(deps, client, plan, id, stale);
+      } catch (e) {
+        throw new Refused(e);
+      }
+      await commitWith(store.insertFinished(client, id, row, { ...outcome, resources: written }));
+      return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources: written };
+    }
+    // Second round trip: the writes (validated above: nothing can be refused any more), the
+    // message with its outcome (reading the written versions back), COMMIT.
+    noteStale(plan, stale);
+    const sent = repo.sendBatch(planned.batch);
+    const committed = commitWith(store.insertFinished(client, id, row, outcome, producedOf(planned)));
+    try {
+      await sent;
+    } catch (e) {
+      await committed.catch(() => {});
+      throw new Refused(e);
+    }
+    await committed;
+    return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources: locationsOf(planned) };
   };
   try {
     if (!deps.pipelined) return await deps.db.transaction((client) => body(client, (last) => last));
@@ -339,7 +369,7 @@ async function processIn(deps: InboundDeps, client: Queryable, id: string, messa
 async function writePlan(deps: InboundDeps, client: Queryable, plan: MessagePlan, messageId: string, claimed?: Set<string>): Promise<string[]> {
   const repo = new Repository(client, { baseUrl: deps.fhirBase });
   const stale = claimed ?? (await store.claimKeys(client, messageId, claimOf(plan)));
-  if (stale.size) plan.notes.push(`Newer data already applied for ${[...stale].map((k) => k.split('|')[0]).join(', ')}: not overwritten`);
+  noteStale(plan, stale);
   const locations =
     (batchable(plan) ? await writePlanBatched(repo, plan, stale) : undefined) ?? (await writePlanViaEngine(fhirContext(deps, repo), plan, stale));
   const written = locations.filter(Boolean);
@@ -354,6 +384,11 @@ async function writePlan(deps: InboundDeps, client: Queryable, plan: MessagePlan
     }
   }
   return written;
+}
+
+/** Notes the keys the message did not overwrite (newer data was there). */
+function noteStale(plan: MessagePlan, stale: Set<string>): void {
+  if (stale.size) plan.notes.push(`Newer data already applied for ${[...stale].map((k) => k.split('|')[0]).join(', ')}: not overwritten`);
 }
 
 export function fhirContext(deps: InboundDeps, repo: Repository): FhirContext {

@@ -8,26 +8,49 @@
 import { randomUUID } from 'node:crypto';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { multipleMatches } from '../../fhir/outcome.ts';
-import { Repository, type BatchWrite } from '../../fhir/repository.ts';
+import { Repository, type BatchWrite, type PreparedBatch } from '../../fhir/repository.ts';
 import { hasWriteHook, route } from '../../fhir/router.ts';
 import type { FhirContext } from '../../fhir/request.ts';
 import type { MessagePlan } from './plan.ts';
+import type { ProducedRef } from '../store.ts';
 
-/**
- * Type/id/_history/version of every entry, in plan order; undefined when two entries resolved
- * to the same stored resource (two identifiers of one record), which one statement cannot
- * write twice: the caller then runs the plan entry by entry through the engine.
- */
-export async function writePlanBatched(repo: Repository, plan: MessagePlan, stale: Set<string>): Promise<string[] | undefined> {
+/** A stored resource an upsert matched (under the message's locks). */
+export type Matches = { id: string; version: number }[][];
+
+/** The stored resources holding each upsert's business identifier: one statement, sent at once. */
+export function matchPlan(repo: Repository, plan: MessagePlan): Promise<Matches> {
   const upserts = plan.entries.filter((p) => p.key);
-  const matches = await repo.matchIdentifiers(
+  return repo.matchIdentifiers(
     upserts.map((p) => ({ type: p.entry.resource?.resourceType as string, system: p.key?.system, value: p.key?.value as string })),
   );
+}
+
+/** A plan's writes (batchFor) and where each entry ends up. */
+export interface PlanWrites {
+  writes: BatchWrite[];
+  /** Per plan entry: the stored resource it leaves as it is (Type/id/_history/v), or the index of its write. */
+  entries: ({ kept: string } | { write: number })[];
+}
+
+/** The same, validated and ready to send (prepareBatch), its writes from `offset` on in the batch. */
+export interface PlanBatch extends PlanWrites {
+  batch: PreparedBatch;
+  offset: number;
+}
+
+/**
+ * The plan's writes given the upserts' matches, validated (a refusal throws here, before
+ * anything is sent); undefined when two entries resolved to the same stored resource (two
+ * identifiers of one record), which one statement cannot write twice: the caller then runs the
+ * plan entry by entry through the engine.
+ */
+export function writesFor(plan: MessagePlan, stale: Set<string>, matches: Matches): PlanWrites | undefined {
+  const upserts = plan.entries.filter((p) => p.key);
   const matchOf = new Map(upserts.map((p, i) => [p, matches[i]]));
   const ids = new Map<string, string>();
-  const locations: (string | undefined)[] = [];
-  const writes: { index: number; write: BatchWrite }[] = [];
-  plan.entries.forEach((p, index) => {
+  const entries: PlanBatch['entries'] = [];
+  const writes: BatchWrite[] = [];
+  for (const p of plan.entries) {
     const resource = structuredClone(p.entry.resource as Resource);
     const type = resource.resourceType;
     const found = matchOf.get(p) ?? [];
@@ -37,21 +60,64 @@ export async function writePlanBatched(repo: Repository, plan: MessagePlan, stal
     const match = found[0];
     if (match && (p.createOnly || (p.clockKey && stale.has(p.clockKey)))) {
       // Create-only, or older than what is stored: keep the stored resource (it only needed to exist).
-      locations[index] = `${type}/${match.id}/_history/${match.version}`;
+      entries.push({ kept: `${type}/${match.id}/_history/${match.version}` });
     } else {
       resource.id = match?.id ?? randomUUID();
-      writes.push({ index, write: { resource, kind: match ? 'upsert' : 'insert' } });
+      entries.push({ write: writes.length });
+      writes.push({ resource, kind: match ? 'upsert' : 'insert' });
     }
     if (p.entry.fullUrl) ids.set(p.entry.fullUrl, `${type}/${match?.id ?? resource.id}`);
-  });
-  const targets = new Set(writes.map(({ write }) => `${write.resource.resourceType}/${write.resource.id}`));
+  }
+  const targets = new Set(writes.map((w) => `${w.resource.resourceType}/${w.resource.id}`));
   if (targets.size < writes.length) return undefined;
-  for (const { write } of writes) rewriteReferences(write.resource, ids);
-  const results = await repo.writeBatch(writes.map((w) => w.write));
-  results.forEach((r, i) => {
-    locations[writes[i].index] = `${r.resource.resourceType}/${r.resource.id}/_history/${r.resource.meta?.versionId}`;
+  for (const w of writes) rewriteReferences(w.resource, ids);
+  return { writes, entries };
+}
+
+/**
+ * The writes of several plans (of messages that share no resource) as one validated statement:
+ * a refusal of any throws here, before anything is sent.
+ */
+export function prepareTogether(repo: Repository, plans: PlanWrites[]): PlanBatch[] {
+  const batch = repo.prepareBatch(plans.flatMap((p) => p.writes));
+  let offset = 0;
+  return plans.map((p) => {
+    const b = { ...p, batch, offset };
+    offset += p.writes.length;
+    return b;
   });
-  return locations.map((l) => l ?? '');
+}
+
+/** writesFor and prepareTogether for one plan. */
+export function batchFor(repo: Repository, plan: MessagePlan, stale: Set<string>, matches: Matches): PlanBatch | undefined {
+  const w = writesFor(plan, stale, matches);
+  return w && prepareTogether(repo, [w])[0];
+}
+
+/** What a plan's entries produced, for the message's `resources` list (store.ProducedRef). */
+export function producedOf(b: PlanBatch): ProducedRef[] {
+  return b.entries.map((e) => {
+    if ('kept' in e) return e;
+    const r = b.batch.resources[b.offset + e.write];
+    return { type: r.resourceType, id: r.id as string };
+  });
+}
+
+/** Type/id/_history/version of every entry of a sent batch, in plan order. */
+export function locationsOf(b: PlanBatch): string[] {
+  return b.entries.map((e) => {
+    if ('kept' in e) return e.kept;
+    const r = b.batch.resources[b.offset + e.write];
+    return `${r.resourceType}/${r.id}/_history/${r.meta?.versionId}`;
+  });
+}
+
+/** matchPlan, batchFor and the write, one round trip after another (see process.ts for the pipelined form). */
+export async function writePlanBatched(repo: Repository, plan: MessagePlan, stale: Set<string>): Promise<string[] | undefined> {
+  const b = batchFor(repo, plan, stale, await matchPlan(repo, plan));
+  if (!b) return undefined;
+  await repo.sendBatch(b.batch);
+  return locationsOf(b);
 }
 
 /** True when the plan can take the batched path (no type with a write hook). */

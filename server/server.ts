@@ -97,6 +97,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     port: config.hl7Port,
     host: config.host,
     idleTimeoutMs: config.hl7IdleTimeoutMs,
+    groupConcurrency: config.hl7GroupConcurrency,
     listen: config.hl7Enabled,
     jobs: jobsRuntime.jobs,
     outbox: jobsRuntime.outbox,

@@ -8,6 +8,7 @@ import type { JobQueue } from '../jobs/queue.ts';
 import type { Logger } from '../logger.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
 import { recoverUnfinished, type InboundDeps } from './inbound/process.ts';
+import { GroupCommitter } from './inbound/group.ts';
 import { startListener } from './listener.ts';
 import type { MllpServer } from './mllp.ts';
 import { outboundListener, startOutboundWorker } from './outbound/queue.ts';
@@ -27,6 +28,11 @@ export interface Hl7Deps {
   idleTimeoutMs?: number;
   /** Pipeline the inbound transactions on real PostgreSQL (default true). */
   pipeline?: boolean;
+  /**
+   * With pipeline: original-mode messages that arrive together commit in one transaction
+   * (group.ts); this many groups are written at once (default 1; 0: each message on its own).
+   */
+  groupConcurrency?: number;
   /** Start the MLLP listener (config HL7_ENABLED); the outbound side runs either way. */
   listen?: boolean;
   /** With both: outbound REF^I12 / SIU^S12 / ADT^A01 to Endpoint resources, through the job queue. */
@@ -56,6 +62,10 @@ export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
   if (deps.listen !== false && deps.pipeline !== false && connectionString && !(await embedded(deps.db))) {
     pipelined = createPipelinedPool(connectionString, Math.min(deps.db.pool.options.max ?? 10, 10));
     inbound.pipelined = pipelined;
+    const concurrency = deps.groupConcurrency ?? 1;
+    if (concurrency > 0) {
+      inbound.groups = new GroupCommitter({ pool: pipelined, fhirBase: deps.fhirBase, concurrency, maxGroup: 16 });
+    }
   }
   let unsubscribe: (() => void) | undefined;
   if (deps.jobs && deps.outbox) {

@@ -5,6 +5,7 @@
 // ACKs each one. `npm run bench:hl7`.
 //   HL7_BENCH_MESSAGES  messages per run (default 2000)   HL7_BENCH_POOL  pg pool size (default: DB_POOL_SIZE's)
 //   HL7_BENCH_PIPELINE=0  without pipelined connections (BEGIN / COMMIT as round trips of their own)
+//   HL7_GROUP_CONCURRENCY  groups of messages committed at once, as in the server (default 1; 0: no group commit)
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import pg from 'pg';
@@ -153,14 +154,15 @@ const db = createDb(database.connectionString, POOL);
 const pipeline = process.env.HL7_BENCH_PIPELINE !== '0';
 const log = createLogger('silent');
 const audit = new AuditLog(new Repository(db, { baseUrl: 'http://bench/fhir' }, db), log, { serverName: 'Wardlink' });
-const hl7 = await startHl7({ db, log, fhirBase: 'http://bench/fhir', port: 0, host: '127.0.0.1', pipeline, audit });
+const groupConcurrency = Number(process.env.HL7_GROUP_CONCURRENCY ?? 1);
+const hl7 = await startHl7({ db, log, fhirBase: 'http://bench/fhir', port: 0, host: '127.0.0.1', pipeline, audit, groupConcurrency });
 try {
   const pids = () => backendPids(db);
   await run(hl7.port, 5, 200, pids); // warm-up: prepared statements, JIT, all pool connections open
   for (const connections of [1, 5]) {
     const r = await run(hl7.port, connections, TOTAL, pids);
     console.log(
-      `ADT^A01 over ${connections} MLLP connection${connections > 1 ? 's' : ''}${pipeline ? '' : ' (not pipelined)'}: ${r.rate.toFixed(0)} messages/s, ACK p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms` +
+      `ADT^A01 over ${connections} MLLP connection${connections > 1 ? 's' : ''}${pipeline ? '' : ' (not pipelined)'}${groupConcurrency === 1 ? '' : ` (group concurrency ${groupConcurrency})`}: ${r.rate.toFixed(0)} messages/s, ACK p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms` +
         `, ${r.perMessage.toFixed(1)} SQL statements/message, CPU/message ${r.nodeCpu.toFixed(2)} ms node + ${r.pgCpu.toFixed(2)} ms postgres` +
         `, load average ${loadavg()[0].toFixed(2)}` +
         (r.errors ? `, ${r.errors} not AA` : ''),

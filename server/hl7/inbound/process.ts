@@ -27,6 +27,7 @@ import { senderOf } from './context.ts';
 import { checkHeader, mapMessage } from './map.ts';
 import { applyMerge } from './merge.ts';
 import type { MessagePlan } from './plan.ts';
+import { GroupCommitter, staleNote } from './group.ts';
 import { batchable, batchFor, locationsOf, matchPlan, producedOf, writePlanBatched, writePlanViaEngine, type PlanBatch } from './write.ts';
 import type pg from 'pg';
 import { PipelinedTransaction } from '../pipelined.ts';
@@ -42,6 +43,8 @@ export interface InboundDeps {
   testHoldMs?: number;
   /** Real PostgreSQL: pipelined connections for original-mode messages (see pipelined.ts). */
   pipelined?: pg.Pool;
+  /** With pipelined: original-mode messages committed in groups (group.ts). */
+  groups?: GroupCommitter;
   /** Enhanced mode: application ACKs go back to the sender's configured Endpoint through this. */
   outbound?: OutboundDeps;
   /** Public FHIR base (for fullUrls in transaction responses). */
@@ -191,6 +194,10 @@ async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMe
     return storeRefusal(deps, msg, row, e);
   }
   const ack = buildAck(target, 'AA');
+  if (deps.groups && GroupCommitter.eligible(plan, batchable(plan))) {
+    const grouped = await deps.groups.submit({ plan, row, ack });
+    if (grouped) return { ack, ackCode: 'AA', messageId: grouped.messageId, status: 'processed', resources: grouped.resources };
+  }
   const outcome: store.Outcome = { status: 'processed', ackCode: 'AA', ack, notes: plan.notes };
   // commitWith(last): the last statement, after which the transaction commits.
   const body = async (client: Queryable, commitWith: <T>(last: Promise<T>) => Promise<T>): Promise<InboundResult> => {
@@ -388,7 +395,7 @@ async function writePlan(deps: InboundDeps, client: Queryable, plan: MessagePlan
 
 /** Notes the keys the message did not overwrite (newer data was there). */
 function noteStale(plan: MessagePlan, stale: Set<string>): void {
-  if (stale.size) plan.notes.push(`Newer data already applied for ${[...stale].map((k) => k.split('|')[0]).join(', ')}: not overwritten`);
+  plan.notes.push(...staleNote(stale));
 }
 
 export function fhirContext(deps: InboundDeps, repo: Repository): FhirContext {

@@ -1,0 +1,119 @@
+// Group commit: original-mode messages that arrive together over several MLLP connections share
+// one transaction (seen here as one xmin on their hl7_message rows), each still answered with its
+// own ACK, stored with its own row and resources. A refused message or a resend in a group does
+// not cost the others anything: the group rolls back and each is processed on its own. Two
+// messages about one patient are never written in one group. PostgreSQL only: groups ride on the
+// pipelined connections, which the embedded database does not have.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MllpClient, findBy, mkMessage, parseAck, startHl7Env, type Hl7Env } from './support.ts';
+
+let env: Hl7Env;
+let clients: MllpClient[] = [];
+let seq = 0;
+const uid = (p: string) => `${p}${Date.now().toString(36)}${(seq++).toString(36)}`;
+
+beforeAll(async () => {
+  if (!process.env.DATABASE_URL) return;
+  env = await startHl7Env();
+  clients = await Promise.all(Array.from({ length: 8 }, () => MllpClient.connect(env.hl7.port)));
+});
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await env?.close();
+});
+
+function a0x(event: 'A01' | 'A08', mrn: string, control = uid('G'), evn = '20240301120000+0000', family = 'Group'): string {
+  return mkMessage([
+    `MSH|^~\\&|GROUPAPP|GROUPFAC|WARDLINK|HOSP|20240301120000+0000||ADT^${event}^ADT_A01|${control}|P|2.5.1`,
+    `EVN|${event}|${evn}`,
+    `PID|1||${mrn}^^^&1.2.3.4&ISO^MR||${family}^Pat||19800101|F`,
+    `PV1|1|I|4E^401^B^HOSP|E|||||||||||||||V${mrn}^^^&1.2.3.5&ISO^VN`,
+  ]);
+}
+
+/** Sends one message on each connection at the same moment; the answers in order. */
+async function burst(messages: string[]): Promise<ReturnType<typeof parseAck>[]> {
+  const answers = await Promise.all(messages.map((m, i) => clients[i].request(m, 20_000)));
+  return answers.map((a) => parseAck(a as string));
+}
+
+type Row = { control_id: string; status: string; ack_code: string; resources: string[]; tx: string };
+
+async function rows(controls: string[]): Promise<Row[]> {
+  const res = await env.db.query<Row>(
+    `SELECT control_id, status, ack_code, resources, xmin::text AS tx FROM hl7_message WHERE sender = 'GROUPAPP|GROUPFAC' AND control_id = ANY($1::text[])`,
+    [controls],
+  );
+  return res.rows;
+}
+
+const patientBy = (mrn: string) => findBy(env, 'Patient', [['identifier', `urn:oid:1.2.3.4|${mrn}`]]);
+
+describe.skipIf(!process.env.DATABASE_URL)('HL7 v2 group commit', () => {
+  it('commits messages that arrive together in one transaction, each with its own ACK, row and resources', async () => {
+    const mrns = clients.map(() => uid('M'));
+    const controls = mrns.map(() => uid('C'));
+    const acks = await burst(mrns.map((m, i) => a0x('A01', m, controls[i])));
+    acks.forEach((a, i) => expect(a).toMatchObject({ code: 'AA', controlId: controls[i] }));
+    const stored = await rows(controls);
+    expect(stored).toHaveLength(8);
+    // Fewer transactions than messages: some were committed together.
+    expect(new Set(stored.map((r) => r.tx)).size).toBeLessThan(8);
+    for (const [i, mrn] of mrns.entries()) {
+      const [patient] = await patientBy(mrn);
+      expect(patient.name[0].family).toBe('Group');
+      const row = stored.find((r) => r.control_id === controls[i])!;
+      expect(row).toMatchObject({ status: 'processed', ack_code: 'AA' });
+      expect(row.resources).toContain(`Patient/${patient.id}/_history/1`);
+      expect(row.resources.some((r) => r.startsWith('Encounter/'))).toBe(true);
+    }
+  });
+
+  it('a refused message in a group gets its AE and leaves nothing; the others are stored', async () => {
+    // Two stored Patients share an MRN: a message about it cannot say which to update.
+    const twin = uid('T');
+    for (let i = 0; i < 2; i++) {
+      await env.repo.create({ resourceType: 'Patient', identifier: [{ system: 'urn:oid:1.2.3.4', value: twin }] });
+    }
+    const mrns = clients.map((_, i) => (i === 3 ? twin : uid('M')));
+    const controls = mrns.map(() => uid('C'));
+    const acks = await burst(mrns.map((m, i) => a0x('A01', m, controls[i])));
+    acks.forEach((a, i) => expect(a.code).toBe(i === 3 ? 'AE' : 'AA'));
+    const stored = await rows(controls);
+    expect(stored.find((r) => r.control_id === controls[3])).toMatchObject({ status: 'error', ack_code: 'AE' });
+    expect(await findBy(env, 'Encounter', [['identifier', `urn:oid:1.2.3.5|V${twin}`]])).toHaveLength(0);
+    for (const [i, mrn] of mrns.entries()) if (i !== 3) expect(await patientBy(mrn)).toHaveLength(1);
+  });
+
+  it('a resend in a group gets the ACK it got the first time and is stored once', async () => {
+    const first = uid('C');
+    const firstMrn = uid('M');
+    const original = (await clients[0].request(a0x('A01', firstMrn, first))) as string;
+    expect(parseAck(original).code).toBe('AA');
+    const controls = clients.map((_, i) => (i === 5 ? first : uid('C')));
+    const acks = await burst(controls.map((c, i) => a0x('A01', i === 5 ? firstMrn : uid('M'), c)));
+    expect(acks.map((a) => a.code)).toEqual(Array(8).fill('AA'));
+    expect(acks[5].controlId).toBe(first);
+    expect(await rows([first])).toHaveLength(1);
+    expect(await patientBy(firstMrn)).toHaveLength(1);
+  });
+
+  it('two messages about one patient are written one after the other, never together', async () => {
+    const mrn = uid('M');
+    await clients[0].request(a0x('A01', mrn));
+    const controls = clients.map(() => uid('C'));
+    // The same patient on connections 2 and 6, newer event last; the others are strangers.
+    const messages = controls.map((c, i) =>
+      i === 2 ? a0x('A08', mrn, c, '20240302120000+0000', 'Second') : i === 6 ? a0x('A08', mrn, c, '20240303120000+0000', 'Third') : a0x('A01', uid('M'), c),
+    );
+    const acks = await burst(messages);
+    expect(acks.map((a) => a.code)).toEqual(Array(8).fill('AA'));
+    const stored = await rows([controls[2], controls[6]]);
+    expect(stored).toHaveLength(2);
+    expect(stored[0].tx).not.toBe(stored[1].tx);
+    // Whichever was written second, the newer event's name stands (an older one arriving
+    // second is kept out by the clock, not written over).
+    const [patient] = await patientBy(mrn);
+    expect(patient.name[0].family).toBe('Third');
+  });
+});

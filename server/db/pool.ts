@@ -107,18 +107,18 @@ export async function isPGlite(connectionString: string): Promise<boolean> {
 
 // Prepared (named) statements: PostgreSQL parses, analyzes and plans a named statement once per
 // connection rather than on every call (where DbOptions.namedStatements allows names). Each
-// distinct text gets a stable name. Writes and the HL7 v2 path take a few fixed shapes; searches
-// take many more (each combination of parameters, modifiers and value counts is its own text), so
-// only the first SEARCH_STATEMENTS of those are named, the others run unnamed (a prepared
-// statement costs memory in every connection that has run it).
-const SEARCH_STATEMENTS = 200;
+// distinct text gets a stable name, up to a bound per kind; later texts run unnamed (a prepared
+// statement costs memory in every connection that has run it). Searches take many shapes (each
+// combination of parameters, modifiers and value counts is its own text); writes fewer, but a
+// batched write's text follows its resources' index tables and an HL7 v2 group's size.
+const LIMITS = { write: 500, search: 200 };
 const names = { write: new Map<string, string>(), search: new Map<string, string>() };
 
-/** `text` as a prepared statement: named, unless the search registry is full. */
+/** `text` as a prepared statement: named, unless its kind's registry is full. */
 export function preparedStatement(text: string, values: unknown[], kind: 'write' | 'search' = 'write'): pg.QueryConfig {
   const registry = names[kind];
   let name = registry.get(text);
-  if (!name && (kind === 'write' || registry.size < SEARCH_STATEMENTS)) {
+  if (!name && registry.size < LIMITS[kind]) {
     name = `${kind[0]}${registry.size + 1}`;
     registry.set(text, name);
   }

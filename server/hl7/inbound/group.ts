@@ -60,14 +60,9 @@ export class GroupCommitter {
     this.options = options;
   }
 
-  /** Messages a group can take: batched writes, no merge (see process.ts). */
-  static eligible(plan: MessagePlan, batchable: boolean): boolean {
-    return batchable && !plan.merge;
-  }
-
   /**
-   * Commits the message with others that are waiting; resolves to what it produced, or to
-   * undefined when its group failed and it must be processed on its own.
+   * Commits the message (write.ts writableAtOnce) with others that are waiting; resolves to
+   * what it produced, or to undefined when its group failed and it must be processed on its own.
    */
   submit(item: GroupItem): Promise<GroupResult | undefined> {
     const keys = [...item.plan.lockKeys, ...item.plan.clockKeys.map((k) => `clock:${k}`), `msg:${item.row.sender}|${item.row.controlId ?? ''}`];

@@ -11,8 +11,9 @@
 //      store, status error, to be fixed and reprocessed). No ACK AA before the commit.
 // Original mode costs six statements per message (BEGIN, locks + clock, match identifiers,
 // write all resources, store the message with its outcome, COMMIT) whatever the number of
-// resources, in four round trips on PostgreSQL (BEGIN and COMMIT are pipelined with their
-// neighbours); a resend is recognised by the message's unique key at the end (and rolled back).
+// resources, in two round trips on PostgreSQL (pipelined: the first three, then the last three);
+// a resend is recognised by the message's unique key at the end (and rolled back). Messages
+// that arrive while others are being written share one such transaction (group.ts).
 import type { Bundle } from '@medplum/fhirtypes';
 import type { Db, Queryable } from '../../db/pool.ts';
 import { Repository } from '../../fhir/repository.ts';
@@ -27,8 +28,8 @@ import { senderOf } from './context.ts';
 import { checkHeader, mapMessage } from './map.ts';
 import { applyMerge } from './merge.ts';
 import type { MessagePlan } from './plan.ts';
-import { GroupCommitter, staleNote } from './group.ts';
-import { batchable, batchFor, locationsOf, matchPlan, producedOf, writePlanBatched, writePlanViaEngine, type PlanBatch } from './write.ts';
+import { staleNote, type GroupCommitter } from './group.ts';
+import { batchable, batchFor, locationsOf, matchPlan, producedOf, writableAtOnce, writePlanBatched, writePlanViaEngine, type PlanBatch } from './write.ts';
 import type pg from 'pg';
 import { PipelinedTransaction } from '../pipelined.ts';
 import type { OutboundDeps } from '../outbound/queue.ts';
@@ -194,7 +195,7 @@ async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMe
     return storeRefusal(deps, msg, row, e);
   }
   const ack = buildAck(target, 'AA');
-  if (deps.groups && GroupCommitter.eligible(plan, batchable(plan))) {
+  if (deps.groups && writableAtOnce(plan)) {
     const grouped = await deps.groups.submit({ plan, row, ack });
     if (grouped) return { ack, ackCode: 'AA', messageId: grouped.messageId, status: 'processed', resources: grouped.resources };
   }
@@ -206,7 +207,7 @@ async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMe
     // identifiers, sent together; the match runs after the claim, so its snapshot sees what a
     // writer holding the same locks committed.
     const claimed = store.reserveAndClaim(client, claimOf(plan));
-    const matched = batchable(plan) && !plan.merge ? matchPlan(repo, plan) : undefined;
+    const matched = writableAtOnce(plan) ? matchPlan(repo, plan) : undefined;
     matched?.catch(() => {}); // a failure shows through the claim's first
     const { id, stale } = await claimed;
     let planned: PlanBatch | undefined;

@@ -120,6 +120,14 @@ export async function writePlanBatched(repo: Repository, plan: MessagePlan, stal
   return locationsOf(b);
 }
 
+/**
+ * True when the plan's writes can go as one statement after its claim (batchFor), alone or in
+ * a group: no type with a write hook, no A40 merge (which reads and writes more).
+ */
+export function writableAtOnce(plan: MessagePlan): boolean {
+  return batchable(plan) && !plan.merge;
+}
+
 /** True when the plan can take the batched path (no type with a write hook). */
 export function batchable(plan: MessagePlan): boolean {
   return plan.entries.every((p) => !hasWriteHook(p.entry.resource?.resourceType as string));

@@ -15,12 +15,7 @@ import { Repository } from '../../fhir/repository.ts';
 import { PipelinedTransaction } from '../pipelined.ts';
 import * as store from '../store.ts';
 import type { MessagePlan } from './plan.ts';
-import { locationsOf, matchPlan, prepareTogether, producedOf, writesFor, type PlanBatch, type PlanWrites } from './write.ts';
-
-/** The note of a message that met newer data (process.ts noteStale's words). */
-export function staleNote(stale: Set<string>): string[] {
-  return stale.size ? [`Newer data already applied for ${[...stale].map((k) => k.split('|')[0]).join(', ')}: not overwritten`] : [];
-}
+import { claimOf, locationsOf, matchPlan, prepareTogether, staleNote, writeAndCommit, writesFor, type PlanBatch, type PlanWrites } from './write.ts';
 
 /** One message waiting for its group. */
 export interface GroupItem {
@@ -39,7 +34,6 @@ export interface GroupResult {
 interface Waiting extends GroupItem {
   keys: string[];
   resolve(r: GroupResult | undefined): void;
-  reject(e: unknown): void;
 }
 
 export interface GroupCommitterOptions {
@@ -66,8 +60,8 @@ export class GroupCommitter {
    */
   submit(item: GroupItem): Promise<GroupResult | undefined> {
     const keys = [...item.plan.lockKeys, ...item.plan.clockKeys.map((k) => `clock:${k}`), `msg:${item.row.sender}|${item.row.controlId ?? ''}`];
-    return new Promise((resolve, reject) => {
-      this.queue.push({ ...item, keys, resolve, reject });
+    return new Promise((resolve) => {
+      this.queue.push({ ...item, keys, resolve });
       this.pump();
     });
   }
@@ -142,7 +136,7 @@ export class GroupCommitter {
     const tx = await PipelinedTransaction.open(this.options.pool);
     try {
       const repo = new Repository(tx, { baseUrl: this.options.fhirBase });
-      const claims = group.map((w) => store.reserveAndClaim(tx, { lockKeys: w.plan.lockKeys, clockKeys: w.plan.clockKeys, eventMs: w.plan.eventTime }));
+      const claims = group.map((w) => store.reserveAndClaim(tx, claimOf(w.plan)));
       const matches = group.map((w) => matchPlan(repo, w.plan));
       for (const p of [...claims, ...matches]) p.catch(() => {});
       const guess = await this.guessAllNew(repo, group);
@@ -157,20 +151,19 @@ export class GroupCommitter {
         if (writes.some((w) => !w)) throw new Error('a plan cannot be written in one statement');
         planned = prepareTogether(repo, writes as PlanWrites[]);
       }
-      const sent = repo.sendBatch(planned[0].batch);
-      const finished = group.map((w, i) => {
-        // Not on the plan itself: if the group fails, the message is processed again on its own.
-        const notes = [...w.plan.notes, ...staleNote(claimed[i].stale)];
-        return store.insertFinished(tx, claimed[i].id, w.row, { status: 'processed', ackCode: 'AA', ack: w.ack, notes }, producedOf(planned[i]));
-      });
-      const committed = tx.commitWith(Promise.all(finished));
-      try {
-        await sent;
-      } catch (e) {
-        await committed.catch(() => {});
-        throw e;
-      }
-      await committed;
+      // The notes are not put on the plan until the commit: if the group fails, the message is
+      // processed again on its own.
+      await writeAndCommit(
+        tx,
+        (last) => tx.commitWith(last),
+        repo,
+        group.map((w, i) => ({
+          id: claimed[i].id,
+          row: w.row,
+          outcome: { status: 'processed', ackCode: 'AA', ack: w.ack, notes: [...w.plan.notes, ...staleNote(claimed[i].stale)] },
+          planned: planned[i],
+        })),
+      );
       group.forEach((w, i) => w.plan.notes.push(...staleNote(claimed[i].stale)));
       return group.map((_, i) => ({ messageId: claimed[i].id, resources: locationsOf(planned[i]) }));
     } catch (e) {

@@ -28,8 +28,10 @@ import { senderOf } from './context.ts';
 import { checkHeader, mapMessage } from './map.ts';
 import { applyMerge } from './merge.ts';
 import type { MessagePlan } from './plan.ts';
-import { staleNote, type GroupCommitter } from './group.ts';
-import { batchable, batchFor, locationsOf, matchPlan, producedOf, writableAtOnce, writePlanBatched, writePlanViaEngine, type PlanBatch } from './write.ts';
+import type { GroupCommitter } from './group.ts';
+import {
+  batchable, batchFor, claimOf, locationsOf, matchPlan, staleNote, writableAtOnce, writeAndCommit, writePlanBatched, writePlanViaEngine, type PlanBatch,
+} from './write.ts';
 import type pg from 'pg';
 import { PipelinedTransaction } from '../pipelined.ts';
 import type { OutboundDeps } from '../outbound/queue.ts';
@@ -227,18 +229,8 @@ async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMe
       await commitWith(store.insertFinished(client, id, row, { ...outcome, resources: written }));
       return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources: written };
     }
-    // Second round trip: the writes (validated above: nothing can be refused any more), the
-    // message with its outcome (reading the written versions back), COMMIT.
     noteStale(plan, stale);
-    const sent = repo.sendBatch(planned.batch);
-    const committed = commitWith(store.insertFinished(client, id, row, outcome, producedOf(planned)));
-    try {
-      await sent;
-    } catch (e) {
-      await committed.catch(() => {});
-      throw new Refused(e);
-    }
-    await committed;
+    await writeAndCommit(client, commitWith, repo, [{ id, row, outcome, planned }], (e) => new Refused(e));
     return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources: locationsOf(planned) };
   };
   try {
@@ -285,10 +277,6 @@ async function storeRefusal(deps: InboundDeps, msg: Message, row: store.NewMessa
 function logRefusal(deps: InboundDeps, e: unknown, error: AckError, messageId?: string): void {
   if (!(e instanceof V2Error) && !(e instanceof FhirError)) deps.log.error({ err: e, messageId }, 'HL7 v2 message processing failed');
   else deps.log.info({ messageId, error: error.text }, 'HL7 v2 message refused');
-}
-
-function claimOf(plan: MessagePlan): store.Claim {
-  return { lockKeys: plan.lockKeys, clockKeys: plan.clockKeys, eventMs: plan.eventTime };
 }
 
 /** Enhanced mode, after processing: the application ACK to the sender, as MSH-16 asks. */

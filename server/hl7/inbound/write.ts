@@ -12,7 +12,8 @@ import { Repository, type BatchWrite, type PreparedBatch } from '../../fhir/repo
 import { hasWriteHook, route } from '../../fhir/router.ts';
 import type { FhirContext } from '../../fhir/request.ts';
 import type { MessagePlan } from './plan.ts';
-import type { ProducedRef } from '../store.ts';
+import type { Queryable } from '../../db/pool.ts';
+import * as store from '../store.ts';
 
 /** A stored resource an upsert matched (under the message's locks). */
 export type Matches = { id: string; version: number }[][];
@@ -95,7 +96,7 @@ export function batchFor(repo: Repository, plan: MessagePlan, stale: Set<string>
 }
 
 /** What a plan's entries produced, for the message's `resources` list (store.ProducedRef). */
-export function producedOf(b: PlanBatch): ProducedRef[] {
+export function producedOf(b: PlanBatch): store.ProducedRef[] {
   return b.entries.map((e) => {
     if ('kept' in e) return e;
     const r = b.batch.resources[b.offset + e.write];
@@ -110,6 +111,48 @@ export function locationsOf(b: PlanBatch): string[] {
     const r = b.batch.resources[b.offset + e.write];
     return `${r.resourceType}/${r.id}/_history/${r.meta?.versionId}`;
   });
+}
+
+/** What a message locks and clocks before it writes (store.reserveAndClaim / claimKeys). */
+export function claimOf(plan: MessagePlan): store.Claim {
+  return { lockKeys: plan.lockKeys, clockKeys: plan.clockKeys, eventMs: plan.eventTime };
+}
+
+/** The note of a message that met newer data: the keys it did not overwrite. */
+export function staleNote(stale: Set<string>): string[] {
+  return stale.size ? [`Newer data already applied for ${[...stale].map((k) => k.split('|')[0]).join(', ')}: not overwritten`] : [];
+}
+
+/** A message whose writes are prepared (one of several sharing one PreparedBatch), with its row. */
+export interface ReadyMessage {
+  id: string;
+  row: store.NewMessage;
+  outcome: store.Outcome;
+  planned: PlanBatch;
+}
+
+/**
+ * The second round trip of the original-mode path, for one message or a group: the prepared
+ * writes (validated: nothing can be refused any more), the messages' rows (reading the written
+ * versions back) and COMMIT, sent together. A failure of the write is thrown as writeError
+ * makes it; one of a message row (a resend's unique key) as it is. Either rolls back everything.
+ */
+export async function writeAndCommit(
+  client: Queryable,
+  commitWith: <T>(last: Promise<T>) => Promise<T>,
+  repo: Repository,
+  messages: ReadyMessage[],
+  writeError: (e: unknown) => unknown = (e) => e,
+): Promise<void> {
+  const sent = repo.sendBatch(messages[0].planned.batch);
+  const committed = commitWith(Promise.all(messages.map((m) => store.insertFinished(client, m.id, m.row, m.outcome, producedOf(m.planned)))));
+  try {
+    await sent;
+  } catch (e) {
+    await committed.catch(() => {});
+    throw writeError(e);
+  }
+  await committed;
 }
 
 /** matchPlan, batchFor and the write, one round trip after another (see process.ts for the pipelined form). */

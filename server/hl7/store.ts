@@ -94,6 +94,26 @@ const RESERVE_AND_CLAIM = `WITH m AS (SELECT nextval('hl7_message_id_seq') AS id
      ${CLAIM_CTES('(SELECT id FROM m)', '$1', '$2', '$3')}
      SELECT m.id::text AS id, ${CLAIM_RESULT} FROM m`;
 
+// reserveAndClaim for several messages that share no key (a group, group.ts): one id each, all
+// their advisory locks in one sorted pass, their clock rows in one upsert. A key is stale for
+// its message when the upsert kept another message's id on the row: the stored event time was
+// later (see CLAIM_CTES). $1 how many messages, $2 every lock key, $3 / $4 every clock key and
+// the (1-based) message it belongs to, $5 each message's event time (ms, null: none).
+const RESERVE_AND_CLAIM_ALL = `WITH m AS (SELECT i, nextval('hl7_message_id_seq') AS id FROM generate_series(1, $1::int) AS i),
+  k AS (SELECT * FROM unnest($3::text[], $4::int[]) AS k(key, i)),
+  locks AS (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) AS n
+    FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k ORDER BY k) s),
+  clock AS (INSERT INTO hl7_clock AS c (key, event_time, message_id)
+    SELECT DISTINCT ON (k.key) k.key, to_timestamp(t.ms / 1000), m.id
+    FROM k JOIN m USING (i) JOIN unnest($5::float8[]) WITH ORDINALITY AS t(ms, i) USING (i)
+    WHERE t.ms IS NOT NULL ORDER BY k.key
+    ON CONFLICT (key) DO UPDATE SET event_time = GREATEST(c.event_time, EXCLUDED.event_time),
+      message_id = CASE WHEN EXCLUDED.event_time >= c.event_time THEN EXCLUDED.message_id ELSE c.message_id END
+    RETURNING c.key, c.message_id)
+  SELECT m.id::text AS id, (SELECT n FROM locks) AS locked,
+    ARRAY(SELECT clock.key FROM clock JOIN k USING (key) WHERE k.i = m.i AND clock.message_id IS DISTINCT FROM m.id) AS stale
+  FROM m ORDER BY m.i`;
+
 /**
  * Original-mode fast path, first statement: reserves the message's id and claims its keys. The
  * message row itself is inserted at the end, with its outcome (insertFinished), so each message
@@ -104,42 +124,68 @@ export async function reserveAndClaim(db: Queryable, claim: Claim): Promise<{ id
   return { id: res.rows[0].id, stale: new Set(res.rows[0].stale) };
 }
 
-const insertFinishedSql = (resources: string) => `INSERT INTO hl7_message (id, sender, control_id, message_type, version, via, raw, status, ack_code, ack, app_ack, errors, notes, resources, attempts, processed_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, ${resources}, 1, now())`;
-const INSERT_FINISHED = insertFinishedSql(`COALESCE($14, '[]'::jsonb)`);
+/** reserveAndClaim for messages that share no lock or clock key, in one statement. */
+export async function reserveAndClaimAll(db: Queryable, claims: Claim[]): Promise<{ id: string; stale: Set<string> }[]> {
+  if (claims.length === 1) return [await reserveAndClaim(db, claims[0])];
+  const clockKeys = claims.flatMap((c) => c.clockKeys);
+  const owners = claims.flatMap((c, i) => c.clockKeys.map(() => i + 1));
+  const res = await db.query<{ id: string; stale: string[] }>(
+    preparedStatement(RESERVE_AND_CLAIM_ALL, [claims.length, claims.flatMap((c) => c.lockKeys), clockKeys, owners, claims.map((c) => c.eventMs ?? null)]),
+  );
+  return res.rows.map((r) => ({ id: r.id, stale: new Set(r.stale) }));
+}
+
+const MESSAGE_COLUMNS = 'id, sender, control_id, message_type, version, via, raw, status, ack_code, ack, app_ack, errors, notes, resources, attempts, processed_at';
 
 /**
- * A resource the message produced, for its `resources` list: one it left as it was (its
- * Type/id/_history/v known), or one written earlier in this transaction, whose version is read
- * back by the insert itself (so the insert can be sent before that write's answer arrives).
+ * A resource the message produced, for its `resources` list, whose version is read back by the
+ * insert itself (Type/id/_history/v): one written earlier in this transaction (so the insert can
+ * be sent before that write's answer arrives), or one the message found and left as it was.
  */
-export type ProducedRef = { kept: string } | { type: string; id: string };
+export type ProducedRef = { type: string; id: string };
+
+/** A processed message to insert with its outcome at its reserved id (insertFinished). */
+export interface FinishedMessage {
+  id: string;
+  row: NewMessage;
+  outcome: Outcome;
+  /** Instead of outcome.resources: the list read back from these resources (see ProducedRef). */
+  produced?: ProducedRef[];
+}
 
 /**
- * Inserts a processed message with its outcome at a reserved id. A message already stored
- * under this (sender, MSH-10) makes it fail with a unique violation (isDuplicateKey), which
- * aborts the transaction: the caller's COMMIT then rolls everything back. `produced` instead of
- * o.resources: the list is read back from the written resources (see ProducedRef).
+ * Inserts processed messages with their outcomes at their reserved ids, in one statement;
+ * returns each one's stored `resources` list. A message already stored under its (sender,
+ * MSH-10) makes it fail with a unique violation (isDuplicateKey), which aborts the transaction:
+ * the caller's COMMIT then rolls everything back.
  */
-export async function insertFinished(db: Queryable, id: string, m: NewMessage, o: Outcome, produced?: ProducedRef[]): Promise<void> {
-  const values: unknown[] = [
-    id, m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, o.status, o.ackCode, o.ack ?? null, o.appAck ?? null,
-    o.errors === undefined ? null : JSON.stringify(o.errors), o.notes?.length ? JSON.stringify(o.notes) : null,
-  ];
-  if (!produced) {
-    values.push(o.resources ? JSON.stringify(o.resources) : null);
-    await db.query(preparedStatement(INSERT_FINISHED, values));
-    return;
-  }
-  const rows = produced.map((r, i) => {
-    values.push('kept' in r ? r.kept : r.id);
-    const v = `$${values.length}`;
-    if ('kept' in r) return `SELECT ${i} AS o, ${v}::text AS l`;
-    if (!isResourceType(r.type)) throw new Error(`not a resource type: ${r.type}`);
-    return `SELECT ${i} AS o, '${r.type}/' || r.id || '/_history/' || r.version AS l FROM "${r.type}" r WHERE r.id = ${v}`;
+export async function insertFinished(db: Queryable, messages: FinishedMessage[]): Promise<string[][]> {
+  const values: unknown[] = [];
+  const param = (v: unknown): string => {
+    values.push(v);
+    return `$${values.length}`;
+  };
+  const tuples = messages.map(({ id, row: m, outcome: o, produced }) => {
+    const columns = [
+      id, m.sender, m.controlId ?? null, m.messageType ?? null, m.version ?? null, m.via, m.raw, o.status, o.ackCode, o.ack ?? null, o.appAck ?? null,
+      o.errors === undefined ? null : JSON.stringify(o.errors), o.notes?.length ? JSON.stringify(o.notes) : null,
+    ].map(param);
+    let list: string;
+    if (!produced) list = `COALESCE(${param(o.resources ? JSON.stringify(o.resources) : null)}::jsonb, '[]'::jsonb)`;
+    else {
+      const rows = produced.map((r, i) => {
+        if (!isResourceType(r.type)) throw new Error(`not a resource type: ${r.type}`);
+        return `SELECT ${i} AS o, '${r.type}/' || r.id || '/_history/' || r.version AS l FROM "${r.type}" r WHERE r.id = ${param(r.id)}`;
+      });
+      list = rows.length ? `COALESCE((SELECT jsonb_agg(p.l ORDER BY p.o) FROM (${rows.join(' UNION ALL ')}) p), '[]'::jsonb)` : `'[]'::jsonb`;
+    }
+    return `(${columns.join(', ')}, ${list}, 1, now())`;
   });
-  const list = rows.length ? `COALESCE((SELECT jsonb_agg(p.l ORDER BY p.o) FROM (${rows.join(' UNION ALL ')}) p), '[]'::jsonb)` : `'[]'::jsonb`;
-  await db.query(preparedStatement(insertFinishedSql(list), values));
+  const res = await db.query<{ id: string; resources: string[] }>(
+    preparedStatement(`INSERT INTO hl7_message (${MESSAGE_COLUMNS}) VALUES ${tuples.join(',\n')} RETURNING id::text AS id, resources`, values),
+  );
+  const byId = new Map(res.rows.map((r) => [r.id, r.resources]));
+  return messages.map((m) => byId.get(m.id) ?? []);
 }
 
 /** True for the unique violation of (sender, control id): the message was stored before. */

@@ -6,6 +6,7 @@
 // messages about one patient are never written in one group. PostgreSQL only: groups ride on the
 // pipelined connections, which the embedded database does not have.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as store from '../../server/hl7/store.ts';
 import { MllpClient, findBy, mkMessage, parseAck, startHl7Env, type Hl7Env } from './support.ts';
 
 let env: Hl7Env;
@@ -116,5 +117,47 @@ describe.skipIf(!process.env.DATABASE_URL)('HL7 v2 group commit', () => {
     // second is kept out by the clock, not written over).
     const [patient] = await patientBy(mrn);
     expect(patient.name[0].family).toBe('Third');
+  });
+  it('claims a group in one statement: an id each, every lock, and stale only the key a newer event holds', async () => {
+    const [older, newer, plain] = [uid('K'), uid('K'), uid('K')];
+    const t = (iso: string) => Date.parse(iso);
+    await env.db.query(`INSERT INTO hl7_clock (key, event_time, message_id) VALUES ($1, $2, NULL), ($3, $2, NULL)`, [older, '2024-03-05T00:00:00Z', newer]);
+    const claimed = await env.db.transaction(async (client) => {
+      const result = await store.reserveAndClaimAll(client, [
+        { lockKeys: [`lock-${older}`], clockKeys: [older], eventMs: t('2024-03-01T00:00:00Z') },
+        { lockKeys: [`lock-${newer}`], clockKeys: [newer], eventMs: t('2024-03-09T00:00:00Z') },
+        { lockKeys: [], clockKeys: [plain], eventMs: undefined },
+      ]);
+      // Both advisory locks are held by this transaction.
+      const locks = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`);
+      expect(locks.rows[0].n).toBe(2);
+      return result;
+    });
+    expect(claimed.map((c) => [...c.stale])).toEqual([[older], [], []]);
+    expect(new Set(claimed.map((c) => c.id)).size).toBe(3);
+    const clock = await env.db.query<{ key: string; ms: number; message_id: string | null }>(
+      `SELECT key, (extract(epoch FROM event_time) * 1000)::float8 AS ms, message_id::text AS message_id FROM hl7_clock WHERE key = ANY($1::text[]) ORDER BY key`,
+      [[older, newer, plain]],
+    );
+    const byKey = new Map(clock.rows.map((r) => [r.key, r]));
+    // The older event left the stored time and owner; the newer one took its key; no event time, no clock row.
+    expect(byKey.get(older)).toMatchObject({ ms: t('2024-03-05T00:00:00Z'), message_id: null });
+    expect(byKey.get(newer)).toMatchObject({ ms: t('2024-03-09T00:00:00Z'), message_id: claimed[1].id });
+    expect(byKey.has(plain)).toBe(false);
+  });
+
+  it('an older event in a burst is not written over the newer data; the others are stored', async () => {
+    const mrn = uid('M');
+    await clients[0].request(a0x('A01', mrn, uid('C'), '20240305120000+0000', 'Newer'));
+    const controls = clients.map(() => uid('C'));
+    const acks = await burst(controls.map((c, i) => (i === 4 ? a0x('A08', mrn, c, '20240301120000+0000', 'Older') : a0x('A01', uid('M'), c))));
+    expect(acks.map((a) => a.code)).toEqual(Array(8).fill('AA'));
+    const [patient] = await patientBy(mrn);
+    expect(patient.name[0].family).toBe('Newer');
+    const notes = await env.db.query<{ notes: string[] }>(`SELECT notes FROM hl7_message WHERE sender = 'GROUPAPP|GROUPFAC' AND control_id = $1`, [controls[4]]);
+    expect(notes.rows[0].notes.join(' ')).toMatch(/Newer data already applied for Patient/);
+    // Its resources list names the Patient it left as it was, at its stored version.
+    const [row] = await rows([controls[4]]);
+    expect(row.resources).toContain(`Patient/${patient.id}/_history/${patient.meta.versionId}`);
   });
 });

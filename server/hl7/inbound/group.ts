@@ -15,7 +15,7 @@ import { Repository } from '../../fhir/repository.ts';
 import { PipelinedTransaction } from '../pipelined.ts';
 import * as store from '../store.ts';
 import type { MessagePlan } from './plan.ts';
-import { claimOf, locationsOf, matchPlan, prepareTogether, staleNote, writeAndCommit, writesFor, type PlanBatch, type PlanWrites } from './write.ts';
+import { claimOf, matchPlans, prepareTogether, staleNote, writeAndCommit, writesFor, type PlanBatch, type PlanWrites } from './write.ts';
 
 /** One message waiting for its group. */
 export interface GroupItem {
@@ -131,17 +131,18 @@ export class GroupCommitter {
     }
   }
 
-  /** The group in two round trips, as process.ts does for one message. */
+  /** The group in two round trips of three statements each, as process.ts does for one message. */
   private async commit(group: Waiting[]): Promise<GroupResult[]> {
     const tx = await PipelinedTransaction.open(this.options.pool);
     try {
       const repo = new Repository(tx, { baseUrl: this.options.fhirBase });
-      const claims = group.map((w) => store.reserveAndClaim(tx, claimOf(w.plan)));
-      const matches = group.map((w) => matchPlan(repo, w.plan));
-      for (const p of [...claims, ...matches]) p.catch(() => {});
+      // The claims first, then the match (which sees what a holder of the locks committed).
+      const claims = store.reserveAndClaimAll(tx, group.map((w) => claimOf(w.plan)));
+      const matches = matchPlans(repo, group.map((w) => w.plan));
+      for (const p of [claims, matches]) p.catch(() => {});
       const guess = await this.guessAllNew(repo, group);
-      const claimed = await Promise.all(claims);
-      const matched = await Promise.all(matches);
+      const claimed = await claims;
+      const matched = await matches;
       const allNew = matched.every((m) => m.every((found) => found.length === 0)) && claimed.every((c) => c.stale.size === 0);
       this.newRate = 0.8 * this.newRate + 0.2 * (allNew ? 1 : 0);
       let planned: PlanBatch[];
@@ -153,7 +154,7 @@ export class GroupCommitter {
       }
       // The notes are not put on the plan until the commit: if the group fails, the message is
       // processed again on its own.
-      await writeAndCommit(
+      const resources = await writeAndCommit(
         tx,
         (last) => tx.commitWith(last),
         repo,
@@ -165,7 +166,7 @@ export class GroupCommitter {
         })),
       );
       group.forEach((w, i) => w.plan.notes.push(...staleNote(claimed[i].stale)));
-      return group.map((_, i) => ({ messageId: claimed[i].id, resources: locationsOf(planned[i]) }));
+      return group.map((_, i) => ({ messageId: claimed[i].id, resources: resources[i] }));
     } catch (e) {
       await tx.rollback();
       throw e;

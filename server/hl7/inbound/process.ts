@@ -13,7 +13,8 @@
 // write all resources, store the message with its outcome, COMMIT) whatever the number of
 // resources, in two round trips on PostgreSQL (pipelined: the first three, then the last three);
 // a resend is recognised by the message's unique key at the end (and rolled back). Messages
-// that arrive while others are being written share one such transaction (group.ts).
+// that arrive while others are being written share one such transaction, still of six
+// statements (group.ts).
 import type { Bundle } from '@medplum/fhirtypes';
 import type { Db, Queryable } from '../../db/pool.ts';
 import { Repository } from '../../fhir/repository.ts';
@@ -30,7 +31,7 @@ import { applyMerge } from './merge.ts';
 import type { MessagePlan } from './plan.ts';
 import type { GroupCommitter } from './group.ts';
 import {
-  batchable, batchFor, claimOf, locationsOf, matchPlan, staleNote, writableAtOnce, writeAndCommit, writePlanBatched, writePlanViaEngine, type PlanBatch,
+  batchable, batchFor, claimOf, matchPlan, staleNote, writableAtOnce, writeAndCommit, writePlanBatched, writePlanViaEngine, type PlanBatch,
 } from './write.ts';
 import type pg from 'pg';
 import { PipelinedTransaction } from '../pipelined.ts';
@@ -226,12 +227,12 @@ async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMe
       } catch (e) {
         throw new Refused(e);
       }
-      await commitWith(store.insertFinished(client, id, row, { ...outcome, resources: written }));
+      await commitWith(store.insertFinished(client, [{ id, row, outcome: { ...outcome, resources: written } }]));
       return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources: written };
     }
     noteStale(plan, stale);
-    await writeAndCommit(client, commitWith, repo, [{ id, row, outcome, planned }], (e) => new Refused(e));
-    return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources: locationsOf(planned) };
+    const [resources] = await writeAndCommit(client, commitWith, repo, [{ id, row, outcome, planned }], (e) => new Refused(e));
+    return { ack, ackCode: 'AA', messageId: id, status: 'processed', resources };
   };
   try {
     if (!deps.pipelined) return await deps.db.transaction((client) => body(client, (last) => last));

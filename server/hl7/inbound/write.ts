@@ -10,27 +10,38 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { multipleMatches } from '../../fhir/outcome.ts';
 import { Repository, type BatchWrite, type PreparedBatch } from '../../fhir/repository.ts';
 import { hasWriteHook, route } from '../../fhir/router.ts';
+import { isResourceType } from '../../fhir/definitions.ts';
 import type { FhirContext } from '../../fhir/request.ts';
 import type { MessagePlan } from './plan.ts';
 import type { Queryable } from '../../db/pool.ts';
 import * as store from '../store.ts';
 
-/** A stored resource an upsert matched (under the message's locks). */
-export type Matches = { id: string; version: number }[][];
+/** Per upsert of a plan: the ids of the stored resources holding its identifier (under the message's locks). */
+export type Matches = string[][];
 
-/** The stored resources holding each upsert's business identifier: one statement, sent at once. */
-export function matchPlan(repo: Repository, plan: MessagePlan): Promise<Matches> {
-  const upserts = plan.entries.filter((p) => p.key);
-  return repo.matchIdentifiers(
-    upserts.map((p) => ({ type: p.entry.resource?.resourceType as string, system: p.key?.system, value: p.key?.value as string })),
+/**
+ * The stored resources holding each upsert's business identifier, for several plans (a group's)
+ * in one statement, sent at once.
+ */
+export async function matchPlans(repo: Repository, plans: MessagePlan[]): Promise<Matches[]> {
+  const upserts = plans.map((plan) => plan.entries.filter((p) => p.key));
+  const found = await repo.matchIdentifiers(
+    upserts.flat().map((p) => ({ type: p.entry.resource?.resourceType as string, system: p.key?.system, value: p.key?.value as string })),
   );
+  let offset = 0;
+  return upserts.map((u) => found.slice(offset, (offset += u.length)));
+}
+
+/** matchPlans for one plan. */
+export async function matchPlan(repo: Repository, plan: MessagePlan): Promise<Matches> {
+  return (await matchPlans(repo, [plan]))[0];
 }
 
 /** A plan's writes (batchFor) and where each entry ends up. */
 export interface PlanWrites {
   writes: BatchWrite[];
-  /** Per plan entry: the stored resource it leaves as it is (Type/id/_history/v), or the index of its write. */
-  entries: ({ kept: string } | { write: number })[];
+  /** Per plan entry: the stored resource it leaves as it is, or the index of its write. */
+  entries: ({ kept: store.ProducedRef } | { write: number })[];
 }
 
 /** The same, validated and ready to send (prepareBatch), its writes from `offset` on in the batch. */
@@ -61,13 +72,13 @@ export function writesFor(plan: MessagePlan, stale: Set<string>, matches: Matche
     const match = found[0];
     if (match && (p.createOnly || (p.clockKey && stale.has(p.clockKey)))) {
       // Create-only, or older than what is stored: keep the stored resource (it only needed to exist).
-      entries.push({ kept: `${type}/${match.id}/_history/${match.version}` });
+      entries.push({ kept: { type, id: match } });
     } else {
-      resource.id = match?.id ?? randomUUID();
+      resource.id = match ?? randomUUID();
       entries.push({ write: writes.length });
       writes.push({ resource, kind: match ? 'upsert' : 'insert' });
     }
-    if (p.entry.fullUrl) ids.set(p.entry.fullUrl, `${type}/${match?.id ?? resource.id}`);
+    if (p.entry.fullUrl) ids.set(p.entry.fullUrl, `${type}/${match ?? resource.id}`);
   }
   const targets = new Set(writes.map((w) => `${w.resource.resourceType}/${w.resource.id}`));
   if (targets.size < writes.length) return undefined;
@@ -98,18 +109,9 @@ export function batchFor(repo: Repository, plan: MessagePlan, stale: Set<string>
 /** What a plan's entries produced, for the message's `resources` list (store.ProducedRef). */
 export function producedOf(b: PlanBatch): store.ProducedRef[] {
   return b.entries.map((e) => {
-    if ('kept' in e) return e;
-    const r = b.batch.resources[b.offset + e.write];
-    return { type: r.resourceType, id: r.id as string };
-  });
-}
-
-/** Type/id/_history/version of every entry of a sent batch, in plan order. */
-export function locationsOf(b: PlanBatch): string[] {
-  return b.entries.map((e) => {
     if ('kept' in e) return e.kept;
     const r = b.batch.resources[b.offset + e.write];
-    return `${r.resourceType}/${r.id}/_history/${r.meta?.versionId}`;
+    return { type: r.resourceType, id: r.id as string };
   });
 }
 
@@ -134,8 +136,9 @@ export interface ReadyMessage {
 /**
  * The second round trip of the original-mode path, for one message or a group: the prepared
  * writes (validated: nothing can be refused any more), the messages' rows (reading the written
- * versions back) and COMMIT, sent together. A failure of the write is thrown as writeError
- * makes it; one of a message row (a resend's unique key) as it is. Either rolls back everything.
+ * versions back) and COMMIT, sent together. Returns each message's stored `resources` list. A
+ * failure of the write is thrown as writeError makes it; one of a message row (a resend's unique
+ * key) as it is. Either rolls back everything.
  */
 export async function writeAndCommit(
   client: Queryable,
@@ -143,16 +146,16 @@ export async function writeAndCommit(
   repo: Repository,
   messages: ReadyMessage[],
   writeError: (e: unknown) => unknown = (e) => e,
-): Promise<void> {
+): Promise<string[][]> {
   const sent = repo.sendBatch(messages[0].planned.batch);
-  const committed = commitWith(Promise.all(messages.map((m) => store.insertFinished(client, m.id, m.row, m.outcome, producedOf(m.planned)))));
+  const committed = commitWith(store.insertFinished(client, messages.map((m) => ({ id: m.id, row: m.row, outcome: m.outcome, produced: producedOf(m.planned) }))));
   try {
     await sent;
   } catch (e) {
     await committed.catch(() => {});
     throw writeError(e);
   }
-  await committed;
+  return committed;
 }
 
 /** matchPlan, batchFor and the write, one round trip after another (see process.ts for the pipelined form). */
@@ -160,7 +163,29 @@ export async function writePlanBatched(repo: Repository, plan: MessagePlan, stal
   const b = batchFor(repo, plan, stale, await matchPlan(repo, plan));
   if (!b) return undefined;
   await repo.sendBatch(b.batch);
-  return locationsOf(b);
+  return locationsOf(repo, b);
+}
+
+/**
+ * Type/id/_history/version of every entry of a sent batch, in plan order: the written ones from
+ * the write's answer, the kept ones (rare: found and left as they were) read in one statement.
+ */
+async function locationsOf(repo: Repository, b: PlanBatch): Promise<string[]> {
+  const kept = b.entries.flatMap((e) => ('kept' in e ? [e.kept] : []));
+  const versions = new Map<string, number>();
+  if (kept.length) {
+    const rows = kept.map((r, i) => {
+      if (!isResourceType(r.type)) throw new Error(`not a resource type: ${r.type}`);
+      return `SELECT '${r.type}/' || id AS ref, version FROM "${r.type}" WHERE id = $${i + 1}`;
+    });
+    const res = await repo.db.query<{ ref: string; version: number }>(rows.join(' UNION ALL '), kept.map((r) => r.id));
+    for (const row of res.rows) versions.set(row.ref, row.version);
+  }
+  return b.entries.map((e) => {
+    if ('kept' in e) return `${e.kept.type}/${e.kept.id}/_history/${versions.get(`${e.kept.type}/${e.kept.id}`)}`;
+    const r = b.batch.resources[b.offset + e.write];
+    return `${r.resourceType}/${r.id}/_history/${r.meta?.versionId}`;
+  });
 }
 
 /**

@@ -22,7 +22,7 @@ export interface Config {
   hl7Enabled: boolean;
   /** Close MLLP connections idle this long, in ms (HL7_IDLE_TIMEOUT_MS, default 10 min; 0 never). */
   hl7IdleTimeoutMs: number;
-  /** HL7 v2 groups written at once (HL7_GROUP_CONCURRENCY, default 1; 0: no group commit). */
+  /** HL7 v2 groups written at once (HL7_GROUP_CONCURRENCY, default 2; 0: no group commit). */
   hl7GroupConcurrency: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Largest accepted request body for FHIR JSON, in bytes. */
@@ -165,7 +165,7 @@ export function loadConfig(env: Env = process.env): Config {
     hl7Port: int(env, 'HL7_PORT', 2575, 0, 65535),
     hl7Enabled: bool(env, 'HL7_ENABLED', true),
     hl7IdleTimeoutMs: int(env, 'HL7_IDLE_TIMEOUT_MS', 600_000, 0, 86_400_000),
-    hl7GroupConcurrency: int(env, 'HL7_GROUP_CONCURRENCY', 1, 0, 16),
+    hl7GroupConcurrency: int(env, 'HL7_GROUP_CONCURRENCY', 2, 0, 16),
     logLevel,
     maxJsonBytes: int(env, 'MAX_JSON_BYTES', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxBinaryBytes: int(env, 'MAX_BINARY_BYTES', 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024),

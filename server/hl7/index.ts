@@ -62,7 +62,7 @@ export async function startHl7(deps: Hl7Deps): Promise<RunningHl7> {
   if (deps.listen !== false && deps.pipeline !== false && connectionString && !(await embedded(deps.db))) {
     pipelined = createPipelinedPool(connectionString, Math.min(deps.db.pool.options.max ?? 10, 10));
     inbound.pipelined = pipelined;
-    const concurrency = deps.groupConcurrency ?? 1;
+    const concurrency = deps.groupConcurrency ?? 2;
     if (concurrency > 0) {
       inbound.groups = new GroupCommitter({ pool: pipelined, fhirBase: deps.fhirBase, concurrency, maxGroup: 16 });
     }

@@ -193,7 +193,7 @@ export class Repository {
           RETURNING id, version, last_updated, content, true AS inserted)`,
         historyCte(type, 'POST', false),
         outboxCte(type, false),
-        ...this.indexCtes(type, list, param),
+        ...this.indexCtes(list, param, 'up'),
       ];
       const text = `WITH ${ctes.join(',\n')}\nSELECT id, version, ${instantSql('last_updated')} AS last_updated FROM up`;
       const res = await this.db.query<{ id: string; version: number; last_updated: string }>(preparedStatement(text, values));
@@ -259,6 +259,11 @@ export class Repository {
    * writeBatch's first half: validates every resource and builds the statement, sending
    * nothing (a refusal throws here). A caller that pipelines (HL7 v2) then sends it with
    * sendBatch and more statements behind it, knowing nothing can be refused any more.
+   *
+   * The statement has one write per resource type and kind, one history, one outbox and one
+   * insert per index table, whatever the number of resources: its text (and PostgreSQL's plan of
+   * it) depends only on which types and tables are involved, and each table is opened once per
+   * statement (an HL7 v2 group of messages writes many Patients and Encounters at once).
    */
   prepareBatch(items: BatchWrite[]): PreparedBatch {
     if (items.length === 0) return { resources: [] };
@@ -268,38 +273,53 @@ export class Repository {
       if (!id || !isValidId(id)) throw badRequest('A batched write needs a valid resource id', [`${item.resource.resourceType}.id`]);
       return this.prepare(item.resource, id, item.kind === 'insert' ? 'POST' : 'PUT');
     });
+    const targets = new Set(prepared.map((r) => `${r.resourceType}/${r.id}`));
+    if (targets.size < prepared.length) throw badRequest('A batched write names one resource twice');
     const values: unknown[] = [];
     const param = (v: unknown): string => {
       values.push(v);
       return `$${values.length}`;
     };
-    const ctes = [`t AS (SELECT ${NOW} AS ts)`];
-    const selects: string[] = [];
+    // Resources of one type and kind are written together, in order of first appearance.
+    const groups = new Map<string, { type: string; kind: BatchWrite['kind']; resources: Resource[] }>();
     items.forEach((item, i) => {
-      const resource = prepared[i];
-      const type = resource.resourceType;
+      const key = `${item.resource.resourceType} ${item.kind}`;
+      const group = groups.get(key) ?? { type: item.resource.resourceType, kind: item.kind, resources: [] };
+      group.resources.push(prepared[i]);
+      groups.set(key, group);
+    });
+    const ctes = [`t AS (SELECT ${NOW} AS ts)`];
+    const written: { up: string; type: string; method: WriteMethod }[] = [];
+    [...groups.values()].forEach(({ type, kind, resources }, k) => {
       const T = `"${type}"`;
-      const n = `_${i}`;
-      const id = param(resource.id);
-      const json = `${param(JSON.stringify(resource))}::jsonb`;
-      if (item.kind === 'insert') {
-        ctes.push(`up${n} AS (INSERT INTO ${T} (id, version, last_updated, deleted, content)
-          SELECT ${id}, 1, t.ts, false, wl_stamp(${json}, 1, t.ts) FROM t
+      const up = `up_${k}`;
+      const json = param(JSON.stringify(resources));
+      if (kind === 'insert') {
+        ctes.push(`${up} AS (INSERT INTO ${T} (id, version, last_updated, deleted, content)
+          SELECT c->>'id', 1, t.ts, false, wl_stamp(c, 1, t.ts) FROM jsonb_array_elements(${json}::jsonb) AS c, t
           RETURNING id, version, last_updated, content, true AS inserted)`);
       } else {
-        ctes.push(`up${n} AS (INSERT INTO ${T} AS r (id, version, last_updated, deleted, content)
-          SELECT ${id}, 1, t.ts, false, wl_stamp(${json}, 1, t.ts) FROM t
+        ctes.push(`${up} AS (INSERT INTO ${T} AS r (id, version, last_updated, deleted, content)
+          SELECT c->>'id', 1, t.ts, false, wl_stamp(c, 1, t.ts) FROM jsonb_array_elements(${json}::jsonb) AS c, t
           ON CONFLICT (id) DO UPDATE SET version = r.version + 1, last_updated = ${NEXT},
-            deleted = false, content = wl_stamp(${json}, r.version + 1, ${NEXT})
+            deleted = false, content = wl_stamp(EXCLUDED.content, r.version + 1, ${NEXT})
           RETURNING r.id, r.version, r.last_updated, r.content, (r.xmax = 0) AS inserted)`);
+        // The old index rows go (the statement's snapshot does not see the new ones).
+        const ids = param(resources.map((r) => r.id));
         for (const table of indexTablesOf(type)) {
-          ctes.push(`d_${table}${n} AS (DELETE FROM idx_${table} WHERE resource_type = '${type}' AND resource_id = ${id} AND EXISTS (SELECT 1 FROM up${n}))`);
+          ctes.push(`d_${table}_${k} AS (DELETE FROM idx_${table} WHERE resource_type = '${type}' AND resource_id = ANY(${ids}::text[]))`);
         }
       }
-      ctes.push(historyCte(type, item.kind === 'insert' ? 'POST' : 'PUT', false, n), outboxCte(type, false, n));
-      ctes.push(...this.indexCtes(type, [resource], param, n));
-      selects.push(`SELECT ${i} AS i, version, ${instantSql('last_updated')} AS last_updated, inserted FROM up${n}`);
+      written.push({ up, type, method: kind === 'insert' ? 'POST' : 'PUT' });
     });
+    ctes.push(
+      `h AS (INSERT INTO resource_history (resource_type, id, version, last_updated, deleted, method, content)
+    ${written.map((w) => `SELECT '${w.type}', id, version, last_updated, false, '${w.method}', content FROM ${w.up}`).join('\n    UNION ALL ')})`,
+      `o AS (INSERT INTO outbox (resource_type, resource_id, version, action)
+    ${written.map((w) => `SELECT '${w.type}', id, version, CASE WHEN inserted THEN 'create' ELSE 'update' END FROM ${w.up}`).join('\n    UNION ALL ')})`,
+      ...this.indexCtes(prepared, param),
+    );
+    const selects = written.map((w) => `SELECT '${w.type}' AS type, id, version, ${instantSql('last_updated')} AS last_updated, inserted FROM ${w.up}`);
     const text = `WITH ${ctes.join(',\n')}\n${selects.join('\nUNION ALL\n')}`;
     return { resources: prepared, statement: preparedStatement(text, values) };
   }
@@ -308,10 +328,11 @@ export class Repository {
   async sendBatch(batch: PreparedBatch): Promise<WriteResult[]> {
     const prepared = batch.resources;
     if (!batch.statement) return [];
-    const res = await this.db.query<{ i: number; version: number; last_updated: string; inserted: boolean }>(batch.statement);
+    const res = await this.db.query<{ type: string; id: string; version: number; last_updated: string; inserted: boolean }>(batch.statement);
     const results: WriteResult[] = prepared.map((resource) => ({ resource, created: false }));
+    const slot = new Map(prepared.map((r, i) => [`${r.resourceType}/${r.id}`, i]));
     for (const row of res.rows) {
-      const r = results[row.i];
+      const r = results[slot.get(`${row.type}/${row.id}`) as number];
       if (r.resource.meta) {
         r.resource.meta.versionId = String(row.version);
         r.resource.meta.lastUpdated = row.last_updated;
@@ -321,24 +342,34 @@ export class Repository {
     return results;
   }
 
-  /** INSERT CTEs for the index rows of resources of one type (guarded: only if `up` wrote). */
-  private indexCtes(type: string, resources: Resource[], param: (v: unknown) => string, n = ''): string[] {
-    const all = resources.map((r) => ({ id: r.id as string, rows: indexRowsFor(r, this.options.baseUrl) }));
+  /**
+   * One INSERT CTE per index table for the index rows of the resources (of any types); with
+   * `guard`, only if that CTE wrote a row (a conditional write may write nothing).
+   */
+  private indexCtes(resources: Resource[], param: (v: unknown) => string, guard?: string): string[] {
+    const all = resources.map((r) => ({ type: r.resourceType, id: r.id as string, rows: indexRowsFor(r, this.options.baseUrl) }));
+    const oneType = all.every((r) => r.type === all[0].type) ? all[0].type : undefined;
     const ctes: string[] = [];
     for (const table of INDEX_TABLE_NAMES) {
+      const types: string[] = [];
       const owners: string[] = [];
       const list: Record<string, unknown>[] = [];
-      for (const { id, rows } of all) {
+      for (const { type, id, rows } of all) {
         for (const row of rows[table] as unknown as Record<string, unknown>[]) {
+          types.push(type);
           owners.push(id);
           list.push(row);
         }
       }
       if (list.length === 0) continue;
       const cols = INDEX_COLUMNS[table];
-      const arrays = [`${param(owners)}::text[]`, ...cols.map((c) => param(list.map((r) => r[c.field] ?? null)) + `::${c.sqlType}[]`)];
-      ctes.push(`i_${table}${n} AS (INSERT INTO idx_${table} (resource_type, resource_id, ${cols.map((c) => c.column).join(', ')})
-        SELECT '${type}', u.* FROM unnest(${arrays.join(', ')}) AS u WHERE EXISTS (SELECT 1 FROM up${n}))`);
+      const arrays = [
+        ...(oneType ? [] : [`${param(types)}::text[]`]),
+        `${param(owners)}::text[]`,
+        ...cols.map((c) => param(list.map((r) => r[c.field] ?? null)) + `::${c.sqlType}[]`),
+      ];
+      ctes.push(`i_${table} AS (INSERT INTO idx_${table} (resource_type, resource_id, ${cols.map((c) => c.column).join(', ')})
+        SELECT ${oneType ? `'${oneType}', ` : ''}u.* FROM unnest(${arrays.join(', ')}) AS u${guard ? ` WHERE EXISTS (SELECT 1 FROM ${guard})` : ''})`);
     }
     return ctes;
   }
@@ -463,7 +494,7 @@ export class Repository {
         ctes.push(`d_${table} AS (DELETE FROM idx_${table} WHERE resource_type = '${type}' AND resource_id = $1 AND EXISTS (SELECT 1 FROM up))`);
       }
     }
-    if (!deleted) ctes.push(...this.indexCtes(type, [resource], param));
+    if (!deleted) ctes.push(...this.indexCtes([resource], param, 'up'));
     if (binary) {
       ctes.push(`b AS (INSERT INTO binary_content (id, version, data) SELECT id, version, ${param(binary.data)} FROM up)`);
     }

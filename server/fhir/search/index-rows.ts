@@ -2,6 +2,11 @@
 // the SearchParameter FHIRPath expressions (R4 + the IG's own). The repository writes them in the
 // same SQL statement as the resource; the search compiler reads the same tables.
 import {
+  AsAtom,
+  DotAtom,
+  FhirPathAtom,
+  SymbolAtom,
+  UnionAtom,
   convertToSearchableDates,
   convertToSearchableNumbers,
   convertToSearchableQuantities,
@@ -17,7 +22,7 @@ import {
   getSearchParameters,
   parseFhirPath,
   toTypedValue,
-  type FhirPathAtom,
+  type Atom,
   type TypedValue,
 } from '@medplum/core';
 import type { Address, HumanName, Identifier, Location, Reference, Resource, SearchParameter } from '@medplum/fhirtypes';
@@ -75,6 +80,78 @@ interface Indexer {
   atom: FhirPathAtom;
   /** Composite parameters: the component parameters, each with its expression relative to the base. */
   components?: { type: SearchParameter['type']; atom: FhirPathAtom }[];
+  /**
+   * The resource's properties the expression starts from (one or two steps each, readPaths):
+   * when the resource has none of them, the parameter has no value and is not evaluated.
+   * Undefined when the expression can read anything.
+   */
+  paths?: string[][];
+}
+
+/**
+ * The property paths (the first one or two steps after the type) an expression can read from a
+ * resource of `type`: `Patient.name.family | Patient.address` -> [[name, family], [address]].
+ * Undefined unless every branch is such a path (possibly followed by functions, as in
+ * `Patient.telecom.where(...)` or `(Patient.deceased as dateTime)`): a function or operator
+ * at the start can produce a value from nothing (`Patient.deceased.exists() and ...`).
+ */
+function readPaths(atom: Atom, type: string): string[][] | undefined {
+  if (atom instanceof FhirPathAtom) return readPaths(atom.child, type);
+  if (atom instanceof UnionAtom) {
+    const left = readPaths(atom.left, type);
+    const right = readPaths(atom.right, type);
+    return left && right ? [...left, ...right] : undefined;
+  }
+  if (atom instanceof AsAtom) return readPaths(atom.left, type);
+  if (!(atom instanceof DotAtom)) return undefined;
+  const steps: Atom[] = [];
+  for (let a: Atom = atom; ; a = a.left) {
+    if (!(a instanceof DotAtom)) {
+      steps.unshift(a);
+      break;
+    }
+    steps.unshift(a.right);
+  }
+  const [root, ...rest] = steps;
+  if (!(root instanceof SymbolAtom)) return undefined;
+  // Another type's branch (a shared parameter's expression) reads nothing of this one.
+  if (root.name !== type && root.name !== 'Resource' && root.name !== 'DomainResource') return /^[A-Z]/.test(root.name) ? [] : undefined;
+  const path: string[] = [];
+  for (const step of rest.slice(0, 2)) {
+    if (!(step instanceof SymbolAtom)) break;
+    path.push(step.name);
+  }
+  return path.length ? [path] : undefined;
+}
+
+/** True when `node` has the property: as named, as a choice (`deceased` -> deceasedBoolean), or only its primitive extension (`_birthDate`). */
+function hasProperty(node: unknown, name: string): boolean {
+  if (node === null || typeof node !== 'object') return false;
+  const obj = node as Record<string, unknown>;
+  if (obj[name] !== undefined || obj[`_${name}`] !== undefined) return true;
+  for (const key in obj) {
+    if (key.length > name.length && key.startsWith(name) && key.charCodeAt(name.length) >= 65 && key.charCodeAt(name.length) <= 90) return true;
+  }
+  return false;
+}
+
+/** The value of the property hasProperty found (the choice's, or the extension's). */
+function propertyValue(obj: Record<string, unknown>, name: string): unknown {
+  if (obj[name] !== undefined) return obj[name];
+  for (const key in obj) {
+    if (key.length > name.length && key.startsWith(name) && key.charCodeAt(name.length) >= 65 && key.charCodeAt(name.length) <= 90) return obj[key];
+  }
+  return obj[`_${name}`];
+}
+
+/** True when the resource has something at one of the paths (readPaths). */
+function mayHaveValues(resource: Resource, paths: string[][]): boolean {
+  return paths.some(([first, second]) => {
+    if (!hasProperty(resource, first)) return false;
+    if (second === undefined) return true;
+    const value = propertyValue(resource as unknown as Record<string, unknown>, first);
+    return Array.isArray(value) ? value.some((v) => hasProperty(v, second)) : hasProperty(value, second);
+  });
 }
 
 /** Marks display-text tokens (for :text) coming out of medplum's token converter. */
@@ -135,10 +212,11 @@ function indexersFor(resourceType: string): Indexer[] {
       }
       if (components.length < 2 || components.length !== (sp.component ?? []).length) continue;
       // medplum's parsed expression drops a bare "Observation" term of "Observation | Observation.component".
-      list.push({ code, type: sp.type, atom: parseFhirPath(sp.expression), components });
+      const atom = parseFhirPath(sp.expression);
+      list.push({ code, type: sp.type, atom, components, paths: readPaths(atom, resourceType) });
       continue;
     }
-    list.push({ code, type: sp.type, atom: details.parsedExpression });
+    list.push({ code, type: sp.type, atom: details.parsedExpression, paths: readPaths(details.parsedExpression, resourceType) });
   }
   indexersByType.set(resourceType, list);
   return list;
@@ -475,11 +553,17 @@ function localizeReferences<T>(value: T, prefix: string): T {
   return value;
 }
 
-export function indexRowsFor(input: Resource, baseUrl?: string): IndexRows {
+/**
+ * The index rows of a resource. everyParam: evaluate every parameter's expression, without the
+ * check that skips those whose properties the resource lacks (tests compare the two).
+ */
+export function indexRowsFor(input: Resource, baseUrl?: string, options: { everyParam?: boolean } = {}): IndexRows {
   const rows = emptyIndexRows();
   const resource = baseUrl && JSON.stringify(input).includes(`"${baseUrl}/`) ? localizeReferences(input, baseUrl + '/') : input;
   const typed = [toTypedValue(resource)];
   for (const ix of indexersFor(resource.resourceType)) {
+    // Most parameters of a type find nothing in a given resource: skip the FHIRPath evaluation.
+    if (ix.paths && !options.everyParam && !mayHaveValues(resource, ix.paths)) continue;
     if (ix.components) {
       compositeRows(rows, ix, typed, baseUrl);
       continue;

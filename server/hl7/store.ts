@@ -138,11 +138,12 @@ export async function reserveAndClaimAll(db: Queryable, claims: Claim[]): Promis
 const MESSAGE_COLUMNS = 'id, sender, control_id, message_type, version, via, raw, status, ack_code, ack, app_ack, errors, notes, resources, attempts, processed_at';
 
 /**
- * A resource the message produced, for its `resources` list, whose version is read back by the
- * insert itself (Type/id/_history/v): one written earlier in this transaction (so the insert can
- * be sent before that write's answer arrives), or one the message found and left as it was.
+ * A resource the message produced, for its `resources` list (Type/id/_history/v). Without a
+ * version, the insert itself reads it back: a resource updated earlier in this transaction (so the
+ * insert can be sent before that write's answer arrives), or one the message found and left as
+ * it was. A new resource's version is 1.
  */
-export type ProducedRef = { type: string; id: string };
+export type ProducedRef = { type: string; id: string; version?: number };
 
 /** A processed message to insert with its outcome at its reserved id (insertFinished). */
 export interface FinishedMessage {
@@ -175,6 +176,7 @@ export async function insertFinished(db: Queryable, messages: FinishedMessage[])
     else {
       const rows = produced.map((r, i) => {
         if (!isResourceType(r.type)) throw new Error(`not a resource type: ${r.type}`);
+        if (r.version !== undefined) return `SELECT ${i} AS o, ${param(`${r.type}/${r.id}/_history/${r.version}`)}::text AS l`;
         return `SELECT ${i} AS o, '${r.type}/' || r.id || '/_history/' || r.version AS l FROM "${r.type}" r WHERE r.id = ${param(r.id)}`;
       });
       list = rows.length ? `COALESCE((SELECT jsonb_agg(p.l ORDER BY p.o) FROM (${rows.join(' UNION ALL ')}) p), '[]'::jsonb)` : `'[]'::jsonb`;

@@ -63,7 +63,8 @@ export function writesFor(plan: MessagePlan, stale: Set<string>, matches: Matche
   const entries: PlanBatch['entries'] = [];
   const writes: BatchWrite[] = [];
   for (const p of plan.entries) {
-    const resource = structuredClone(p.entry.resource as Resource);
+    // A copy (ids and references are set on it; the plan stays as mapped): JSON, as it is stored.
+    const resource = JSON.parse(JSON.stringify(p.entry.resource)) as Resource;
     const type = resource.resourceType;
     const found = matchOf.get(p) ?? [];
     if (found.length > 1) {
@@ -111,7 +112,7 @@ export function producedOf(b: PlanBatch): store.ProducedRef[] {
   return b.entries.map((e) => {
     if ('kept' in e) return e.kept;
     const r = b.batch.resources[b.offset + e.write];
-    return { type: r.resourceType, id: r.id as string };
+    return { type: r.resourceType, id: r.id as string, version: b.writes[e.write].kind === 'insert' ? 1 : undefined };
   });
 }
 

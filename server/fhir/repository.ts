@@ -245,6 +245,16 @@ export class Repository {
     return out;
   }
 
+  /** The current version of each resource (one statement), by "Type/id"; unknown ones are absent. */
+  async currentVersions(refs: { type: string; id: string }[]): Promise<Map<string, number>> {
+    const parts = refs.map((r, i) => {
+      assertType(r.type);
+      return `SELECT '${r.type}/' || id AS ref, version FROM "${r.type}" WHERE id = $${i + 1}`;
+    });
+    const res = await this.db.query<{ ref: string; version: number }>(parts.join(' UNION ALL '), refs.map((r) => r.id));
+    return new Map(res.rows.map((row) => [row.ref, row.version]));
+  }
+
   /**
    * Writes several resources of any types in ONE statement, each exactly as create (kind
    * insert, a new id) or update (kind upsert, at its id) would: validated, stamped by the

@@ -10,7 +10,6 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { multipleMatches } from '../../fhir/outcome.ts';
 import { Repository, type BatchWrite, type PreparedBatch } from '../../fhir/repository.ts';
 import { hasWriteHook, route } from '../../fhir/router.ts';
-import { isResourceType } from '../../fhir/definitions.ts';
 import type { FhirContext } from '../../fhir/request.ts';
 import type { MessagePlan } from './plan.ts';
 import type { Queryable } from '../../db/pool.ts';
@@ -173,15 +172,7 @@ export async function writePlanBatched(repo: Repository, plan: MessagePlan, stal
  */
 async function locationsOf(repo: Repository, b: PlanBatch): Promise<string[]> {
   const kept = b.entries.flatMap((e) => ('kept' in e ? [e.kept] : []));
-  const versions = new Map<string, number>();
-  if (kept.length) {
-    const rows = kept.map((r, i) => {
-      if (!isResourceType(r.type)) throw new Error(`not a resource type: ${r.type}`);
-      return `SELECT '${r.type}/' || id AS ref, version FROM "${r.type}" WHERE id = $${i + 1}`;
-    });
-    const res = await repo.db.query<{ ref: string; version: number }>(rows.join(' UNION ALL '), kept.map((r) => r.id));
-    for (const row of res.rows) versions.set(row.ref, row.version);
-  }
+  const versions = kept.length ? await repo.currentVersions(kept) : new Map<string, number>();
   return b.entries.map((e) => {
     if ('kept' in e) return `${e.kept.type}/${e.kept.id}/_history/${versions.get(`${e.kept.type}/${e.kept.id}`)}`;
     const r = b.batch.resources[b.offset + e.write];

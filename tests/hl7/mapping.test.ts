@@ -146,6 +146,29 @@ describe('ADT mapping', () => {
     expect(p.birthDate).toBeUndefined();
     expect(p.gender).toBe('unknown');
   });
+
+  it('stores a message whose date fields are not dates, answering AA with a warning ERR per field', async () => {
+    const mrn = uid('M');
+    const control = uid('C');
+    const segments = adt('A01', mrn, { control });
+    segments[2] = segments[2].replace('||19800215|', '||DOB|');
+    segments[4] = segments[4].replace('20240301110000+0100', '20241301110000+0100'); // PV1-44, month 13
+    const ack = await send(segments);
+    expect(ack.code).toBe('AA');
+    // ERR-2 location (segment^sequence^field), ERR-3 102 data type error, ERR-4 severity W.
+    const errs = ack.err.map((e) => ({ location: e[2], code: e[3].split('^')[0], severity: e[4], text: e[8] }));
+    expect(errs).toEqual([
+      { location: 'PID^3^7^1', code: '102', severity: 'W', text: 'PID-7 "DOB" is not a valid HL7 date/time: left out' },
+      { location: 'PV1^5^44^1', code: '102', severity: 'W', text: 'PV1-44 "20241301110000+0100" is not a valid HL7 date/time: left out' },
+    ]);
+    const [p] = await patientBy(mrn);
+    expect(p.birthDate).toBeUndefined();
+    expect(p.name[0].given).toEqual(['Mary', 'Ann']);
+    const [enc] = await findBy(env, 'Encounter', [['identifier', `urn:oid:1.2.3.5|V${mrn}`]]);
+    expect(enc.period?.start).toBeUndefined();
+    const stored = await env.db.query<{ notes: string[] }>(`SELECT notes FROM hl7_message WHERE control_id = $1`, [control]);
+    expect(stored.rows[0].notes).toEqual(expect.arrayContaining([expect.stringContaining('PID-7 "DOB"'), expect.stringContaining('PV1-44')]));
+  });
 });
 
 describe('idempotency and ordering', () => {

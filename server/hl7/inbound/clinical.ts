@@ -2,7 +2,7 @@
 // the code (these segments carry no identifier of their own), so repeated ADT snapshots update
 // rather than duplicate them.
 import type { AllergyIntolerance, Condition } from '@medplum/fhirtypes';
-import { toFhirDateTime } from '../datetime.ts';
+import { dateOf } from './dates.ts';
 import { clean, codeableConcept } from './datatypes.ts';
 import { derivedKey, keyText, type MapContext } from './context.ts';
 import { withIdentifier } from './plan.ts';
@@ -33,7 +33,7 @@ export function mapAllergies(ctx: MapContext): void {
       criticality: CRITICALITY[al1.get(4).toUpperCase()],
       code,
       patient: { reference: ctx.patientRef },
-      onsetDateTime: toFhirDateTime(al1.get(6)),
+      onsetDateTime: dateOf(al1, 6, 'dateTime'),
       reaction: reactions.length ? [{ manifestation: reactions.map((text) => ({ text })) }] : undefined,
     } as AllergyIntolerance);
     ctx.plan.upsert(withIdentifier(allergy, key), key);
@@ -52,8 +52,8 @@ export function mapDiagnoses(ctx: MapContext): void {
       code,
       subject: { reference: ctx.patientRef },
       encounter: ctx.encounterRef ? { reference: ctx.encounterRef } : undefined,
-      onsetDateTime: toFhirDateTime(dg1.get(5)),
-      recordedDate: toFhirDateTime(dg1.get(19)),
+      onsetDateTime: dateOf(dg1, 5, 'dateTime'),
+      recordedDate: dateOf(dg1, 19, 'dateTime'),
     } as Condition);
     ctx.plan.upsert(withIdentifier(condition, key), key);
   }

@@ -2,7 +2,8 @@
 // admit time PV1-44). Participants and locations are logical references (identifier + display).
 import type { Encounter, EncounterParticipant, Identifier } from '@medplum/fhirtypes';
 import type { Field, Segment } from '../message.ts';
-import { clean, codeableConcept, cxIdentifier, each, period, tableConcept, xcnReference } from './datatypes.ts';
+import { periodOf } from './dates.ts';
+import { clean, codeableConcept, cxIdentifier, each, tableConcept, xcnReference } from './datatypes.ts';
 import { derivedKey, keyText, type MapContext } from './context.ts';
 import { withIdentifier } from './plan.ts';
 
@@ -61,7 +62,7 @@ export function mapEncounter(ctx: MapContext, pv1: Segment, status: Encounter['s
     }
   }
   const loc = locationDisplay(pv1.field(3));
-  const visitPeriod = period(pv1.get(44), pv1.get(45));
+  const visitPeriod = periodOf(pv1, 44, 45);
   let finalStatus = status;
   if (status === 'in-progress' && pv1.get(45) && ctx.message.triggerEvent === 'A08') finalStatus = 'finished';
   if (status === 'in-progress' && visitPeriod?.end && ctx.message.triggerEvent !== 'A13') finalStatus = 'finished';

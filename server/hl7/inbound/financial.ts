@@ -4,9 +4,9 @@
 // insurance company and the plan; GT1-2 guarantor number, else the patient and the
 // guarantor's name. So repeated ADT snapshots update rather than duplicate them.
 import type { Account, Coverage, Identifier, Reference, RelatedPerson } from '@medplum/fhirtypes';
-import { toFhirDate } from '../datetime.ts';
+import { dateOf, periodOf } from './dates.ts';
 import { derivedKey, keyText, type MapContext } from './context.ts';
-import { clean, codeableConcept, cxIdentifier, each, period, tableConcept, xadAddress, xpnName, xtnContact } from './datatypes.ts';
+import { clean, codeableConcept, cxIdentifier, each, tableConcept, xadAddress, xpnName, xtnContact } from './datatypes.ts';
 import { withIdentifier } from './plan.ts';
 
 /** Table 0063 (relationship) -> the subscriber-relationship codes Coverage.relationship uses. */
@@ -50,7 +50,7 @@ export function mapCoverages(ctx: MapContext): void {
         ? { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/subscriber-relationship', code: SUBSCRIBER_RELATIONSHIP[relationship] }] }
         : undefined,
       subscriber: relationship === 'SEL' ? { reference: ctx.patientRef } : insured ? { display: [insured.given?.join(' '), insured.family].filter(Boolean).join(' ') } : undefined,
-      period: clean({ start: toFhirDate(in1.get(12)), end: toFhirDate(in1.get(13)) }),
+      period: clean({ start: dateOf(in1, 12, 'date'), end: dateOf(in1, 13, 'date') }),
       payor: [payor],
       class: [
         plan ? { type: classType('plan'), value: plan, name: in1.field(2).get(2) || undefined } : undefined,
@@ -86,7 +86,7 @@ export function mapGuarantors(ctx: MapContext): void {
         name: name ? [name] : undefined,
         address: each(gt1.repetitions(5), xadAddress),
         telecom: [...each(gt1.repetitions(6), (f) => xtnContact(f, 'home')), ...each(gt1.repetitions(7), (f) => xtnContact(f, 'work'))],
-        birthDate: toFhirDate(gt1.get(8)),
+        birthDate: dateOf(gt1, 8, 'date'),
       } as RelatedPerson);
       party = { reference: ctx.plan.upsert(withIdentifier(person, personKey), personKey) };
     }
@@ -96,7 +96,7 @@ export function mapGuarantors(ctx: MapContext): void {
       status: 'active',
       type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PBILLACCT', display: 'patient billing account' }] },
       subject: [{ reference: ctx.patientRef }],
-      guarantor: [{ party, onHold: false, period: period(gt1.get(13), gt1.get(14)) }],
+      guarantor: [{ party, onHold: false, period: periodOf(gt1, 13, 14) }],
     } as Account);
     ctx.plan.upsert(withIdentifier(account, accountKey), accountKey);
   }

@@ -1,6 +1,7 @@
 // Header checks (what makes a message unsupported: AR) and the message-type dispatch to the
 // segment mappers. mapMessage is pure: it returns the plan, nothing is written.
 import { toEpochMs } from '../datetime.ts';
+import { collectingWarnings } from './dates.ts';
 import { ErrorCode, V2Error, type Message } from '../message.ts';
 import { ADT_EVENTS, mapAdt } from './adt.ts';
 import { scopeOf, senderOf, type MapContext } from './context.ts';
@@ -65,6 +66,9 @@ export function mapMessage(message: Message): MessagePlan {
   const evn = message.segment('EVN');
   plan.eventTime = toEpochMs(evn?.get(2) ?? '') ?? toEpochMs(message.msh.get(7));
   const ctx: MapContext = { message, scope: scopeOf(message), plan, sender: senderOf(message) };
-  SUPPORTED[message.messageCode].map(ctx);
+  // Fields that are not valid dates are left out with a warning (dates.ts), kept in the notes.
+  const { warnings } = collectingWarnings(() => SUPPORTED[message.messageCode].map(ctx));
+  plan.warnings.push(...warnings);
+  plan.notes.push(...warnings.map((w) => w.text));
   return plan;
 }

@@ -3,8 +3,9 @@
 // order number (else filler); results by filler order number + OBX-3 + OBX-4 sub-id, so a
 // corrected result (OBX-11 C) replaces the preliminary one.
 import type { Annotation, DiagnosticReport, Identifier, Observation, Quantity, Reference, ServiceRequest, Specimen, Task } from '@medplum/fhirtypes';
+import { dateOf } from './dates.ts';
 import { STATUS_RECIPIENT_TAG } from '../outbound/reply.ts';
-import { toFhirDateTime, toFhirInstant } from '../datetime.ts';
+import { toFhirDateTime } from '../datetime.ts';
 import { ErrorCode, V2Error, type Field, type Segment } from '../message.ts';
 import { derivedKey, keyText, missingField, required, type MapContext } from './context.ts';
 import { LOCAL_SYSTEM, clean, codeableConcept, codeSystemUri, eiIdentifier, tableConcept, v2Table, xcnReference } from './datatypes.ts';
@@ -82,10 +83,10 @@ export function mapOrder(ctx: MapContext): void {
       code,
       subject: { reference: ctx.patientRef as string },
       encounter: ctx.encounterRef ? { reference: ctx.encounterRef } : undefined,
-      authoredOn: toFhirDateTime(orc.get(9)),
+      authoredOn: dateOf(orc, 9, 'dateTime'),
       requester,
       reasonCode: reasons,
-      occurrenceDateTime: obr ? toFhirDateTime(obr.get(7)) : undefined,
+      occurrenceDateTime: obr ? dateOf(obr, 7, 'dateTime') : undefined,
       note: [...notesAfter(ctx, orc), ...(obr ? notesAfter(ctx, obr) : [])],
     } as ServiceRequest);
     const key = { system: keyId.system, value: keyId.value };
@@ -180,7 +181,7 @@ export function mapResults(ctx: MapContext): void {
         if (entry?.entry.resource) (entry.entry.resource as Observation).specimen = specimenRefs[0];
       }
     }
-    const effective = toFhirDateTime(obr.get(7));
+    const effective = dateOf(obr, 7, 'dateTime');
     const report: DiagnosticReport = clean({
       resourceType: 'DiagnosticReport',
       identifier: [filler, placer].filter((i) => i !== undefined),
@@ -190,7 +191,7 @@ export function mapResults(ctx: MapContext): void {
       subject: { reference: ctx.patientRef as string },
       encounter: ctx.encounterRef ? { reference: ctx.encounterRef } : undefined,
       effectiveDateTime: effective,
-      issued: toFhirInstant(obr.get(22)),
+      issued: dateOf(obr, 22, 'instant'),
       resultsInterpreter: [xcnReference(obr.field(32), ctx.scope)].filter((r) => r !== undefined),
       result: results,
       specimen: specimenRefs,
@@ -214,12 +215,12 @@ function mapSpecimen(ctx: MapContext, spm: Segment, reportKey: string): string {
     status: spm.get(20).toUpperCase() === 'N' ? 'unavailable' : 'available',
     type: codeableConcept(spm.field(4)),
     subject: { reference: ctx.patientRef as string },
-    receivedTime: toFhirDateTime(spm.get(18)),
+    receivedTime: dateOf(spm, 18, 'dateTime'),
     collection: clean({
       method: codeableConcept(spm.field(7)),
       bodySite: codeableConcept(spm.field(8)),
-      collectedDateTime: collected.get(2) ? undefined : toFhirDateTime(collected.get(1)),
-      collectedPeriod: collected.get(2) ? clean({ start: toFhirDateTime(collected.get(1)), end: toFhirDateTime(collected.get(2)) }) : undefined,
+      collectedDateTime: collected.get(2) ? undefined : dateOf(spm, 17, 'dateTime', 1),
+      collectedPeriod: collected.get(2) ? clean({ start: dateOf(spm, 17, 'dateTime', 1), end: dateOf(spm, 17, 'dateTime', 2) }) : undefined,
     }),
     condition: spm.repetitions(24).map((f) => codeableConcept(f)).filter((c) => c !== undefined),
     note: spm.get(14) ? [{ text: spm.field(14).text() }] : undefined,
@@ -249,7 +250,7 @@ function mapObservation(ctx: MapContext, obx: Segment, obr: Segment, reportKey: 
     code,
     subject: { reference: ctx.patientRef as string },
     encounter: ctx.encounterRef ? { reference: ctx.encounterRef } : undefined,
-    effectiveDateTime: toFhirDateTime(obx.get(14)) ?? toFhirDateTime(obr.get(7)),
+    effectiveDateTime: dateOf(obx, 14, 'dateTime') ?? dateOf(obr, 7, 'dateTime'),
     interpretation: obx.repetitions(8).map((f) => tableConcept(f.get(1), '0078', f.get(2) || undefined)).filter((c) => c !== undefined),
     referenceRange: obx.get(7) ? [{ text: obx.field(7).text() }] : undefined,
     performer: [xcnReference(obx.field(16), ctx.scope)].filter((r) => r !== undefined),

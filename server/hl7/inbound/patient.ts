@@ -1,6 +1,6 @@
 // PID (+ PD1, NK1) -> Patient, upserted by its preferred PID-3 identifier (type MR first).
 import type { Identifier, Patient, PatientContact } from '@medplum/fhirtypes';
-import { toFhirDate, toFhirDateTime } from '../datetime.ts';
+import { dateOf } from './dates.ts';
 import type { Segment } from '../message.ts';
 import { clean, codeableConcept, cxIdentifier, each, tableConcept, v2Table, xadAddress, xcnReference, xpnName, xtnContact } from './datatypes.ts';
 import { missingField, type MapContext } from './context.ts';
@@ -39,14 +39,14 @@ export function mapPatient(ctx: MapContext, pid: Segment): string {
     active: true,
     identifier: patientIdentifiers(ctx, pid),
     name: each(pid.repetitions(5), xpnName),
-    birthDate: toFhirDate(pid.get(7)),
+    birthDate: dateOf(pid, 7, 'date'),
     gender: GENDER[pid.get(8).toUpperCase()],
     address: each(pid.repetitions(11), xadAddress),
     telecom: [...each(pid.repetitions(13), (f) => xtnContact(f, 'home')), ...each(pid.repetitions(14), (f) => xtnContact(f, 'work'))],
     maritalStatus: pid.get(16) ? tableConcept(pid.get(16), '0002', pid.get(16, 2) || undefined) : undefined,
     communication: pid.get(15) ? [{ language: codeableConcept(pid.field(15)) as NonNullable<ReturnType<typeof codeableConcept>> }] : undefined,
   } as Patient);
-  const deathTime = toFhirDateTime(pid.get(29));
+  const deathTime = dateOf(pid, 29, 'dateTime');
   if (deathTime) patient.deceasedDateTime = deathTime;
   else if (pid.get(30).toUpperCase() === 'Y') patient.deceasedBoolean = true;
   else if (pid.get(30).toUpperCase() === 'N') patient.deceasedBoolean = false;

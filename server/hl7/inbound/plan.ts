@@ -2,6 +2,7 @@
 // entries upsert by business identifier (conditional update PUT Type?identifier=...) or create,
 // plus the ordering keys that protect newer data from older messages. The same plan is the dry
 // run answer of POST /hl7/v2 and what the processor runs through the FHIR engine.
+import type { AckError } from '../ack.ts';
 import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, Identifier, Resource } from '@medplum/fhirtypes';
 import { lockKey } from '../../fhir/interactions/conditional.ts';
@@ -33,6 +34,8 @@ export class MessagePlan {
   merge?: MergeRequest;
   /** Notes for the message store / ACK (e.g. what was skipped). */
   readonly notes: string[] = [];
+  /** Content left out but not refused (a field that is no valid date): ERR of severity W on the ACK AA. */
+  readonly warnings: AckError[] = [];
 
   /**
    * Adds an upsert of resource keyed by identifier: a conditional update that creates the

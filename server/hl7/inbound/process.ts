@@ -197,7 +197,7 @@ async function receiveOriginal(deps: InboundDeps, msg: Message, row: store.NewMe
   } catch (e) {
     return storeRefusal(deps, msg, row, e);
   }
-  const ack = buildAck(target, 'AA');
+  const ack = buildAck(target, 'AA', plan.warnings);
   if (deps.groups && writableAtOnce(plan)) {
     const grouped = await deps.groups.submit({ plan, row, ack });
     if (grouped) return { ack, ackCode: 'AA', messageId: grouped.messageId, status: 'processed', resources: grouped.resources };
@@ -331,7 +331,7 @@ async function processIn(deps: InboundDeps, client: Queryable, id: string, messa
     const plan = mapMessage(message);
     const written = await writePlan(deps, client, plan, id);
     await client.query('RELEASE SAVEPOINT hl7_message');
-    const ack = buildAck(target, 'AA', [], undefined, mode.enhanced ? APP_ACK_TYPES : undefined);
+    const ack = buildAck(target, 'AA', plan.warnings, undefined, mode.enhanced ? APP_ACK_TYPES : undefined);
     await store.recordOutcome(client, id, {
       status: 'processed',
       ackCode: 'AA',

@@ -2,7 +2,7 @@
 // Patient). No published v2-to-FHIR map exists for REF_I12; this one is ours and is documented
 // field by field in ig/hl7v2/REF_I12-mapping.md (keep the two in step).
 import type { CodeableConcept, Identifier, Practitioner, Reference, ServiceRequest, Task } from '@medplum/fhirtypes';
-import { toFhirDate, toFhirDateTime } from '../datetime.ts';
+import { dateOf } from './dates.ts';
 import type { Segment } from '../message.ts';
 import { derivedKey, missingField, required, type MapContext } from './context.ts';
 import { LOCAL_SYSTEM, clean, codeableConcept, each, eiIdentifier, v2Table, xadAddress, xpnName, xtnContact } from './datatypes.ts';
@@ -54,7 +54,7 @@ export function mapReferral(ctx: MapContext): void {
   const notes = [rf1.field(24).text(), rf1.field(14).text(), ...ctx.message.all('NTE').map((n) => n.repetitions(3).map((f) => f.text()).join('\n'))]
     .filter(Boolean)
     .map((text) => ({ text }));
-  const authoredOn = toFhirDateTime(rf1.get(7));
+  const authoredOn = dateOf(rf1, 7, 'dateTime');
 
   const serviceRequest: ServiceRequest = clean({
     resourceType: 'ServiceRequest',
@@ -74,7 +74,7 @@ export function mapReferral(ctx: MapContext): void {
   } as ServiceRequest);
   const srRef = ctx.plan.upsert(withIdentifier(serviceRequest, key), key);
 
-  const expires = toFhirDate(rf1.get(8));
+  const expires = dateOf(rf1, 8, 'date');
   const task: Task = clean({
     resourceType: 'Task',
     identifier: [placer, ...external].filter((i) => i !== undefined),
@@ -87,7 +87,7 @@ export function mapReferral(ctx: MapContext): void {
     for: { reference: ctx.patientRef as string },
     encounter: ctx.encounterRef ? { reference: ctx.encounterRef } : undefined,
     authoredOn,
-    lastModified: toFhirDateTime(rf1.get(9)),
+    lastModified: dateOf(rf1, 9, 'dateTime'),
     requester,
     owner: performers[0],
     reasonCode: reasons[0],

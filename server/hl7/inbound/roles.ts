@@ -4,7 +4,8 @@
 // leaves the role out. The people stay logical references (identifier + display), as in PV1.
 import type { Encounter, Patient } from '@medplum/fhirtypes';
 import type { MapContext } from './context.ts';
-import { period, xcnReference } from './datatypes.ts';
+import { periodOf } from './dates.ts';
+import { xcnReference } from './datatypes.ts';
 
 const PRIMARY_CARE = new Set(['PP', 'FHCP']);
 const PARTICIPATION: Record<string, { code: string; display: string }> = {
@@ -32,7 +33,7 @@ export function mapRoles(ctx: MapContext): void {
       const type = known
         ? { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: known.code, display: known.display }] }
         : { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0443', code: role, display: rol.get(3, 2) || undefined }] };
-      const when = period(rol.get(5), rol.get(6));
+      const when = periodOf(rol, 5, 6);
       encounter.participant = [...(encounter.participant ?? []), { type: [type], individual: person, ...(when ? { period: when } : {}) }];
     }
   }

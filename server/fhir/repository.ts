@@ -245,14 +245,13 @@ export class Repository {
     return out;
   }
 
-  /** The current version of each resource (one statement), by "Type/id"; unknown ones are absent. */
-  async currentVersions(refs: { type: string; id: string }[]): Promise<Map<string, number>> {
-    const parts = refs.map((r, i) => {
-      assertType(r.type);
-      return `SELECT '${r.type}/' || id AS ref, version FROM "${r.type}" WHERE id = $${i + 1}`;
-    });
-    const res = await this.db.query<{ ref: string; version: number }>(parts.join(' UNION ALL '), refs.map((r) => r.id));
-    return new Map(res.rows.map((row) => [row.ref, row.version]));
+  /** The current Type/id/_history/version of each resource, in order (one statement); undefined when unknown. */
+  async currentLocations(refs: { type: string; id: string }[]): Promise<(string | undefined)[]> {
+    const parts = refs.map((r, i) => `SELECT ${i} AS i, q.l FROM (${locationSql(r.type, `$${i + 1}`)}) q`);
+    const res = await this.db.query<{ i: number; l: string }>(parts.join(' UNION ALL '), refs.map((r) => r.id));
+    const out: (string | undefined)[] = refs.map(() => undefined);
+    for (const row of res.rows) out[row.i] = row.l;
+    return out;
   }
 
   /**
@@ -632,6 +631,12 @@ function historyCte(type: string, method: WriteMethod, deleted: boolean, n = '')
 function outboxCte(type: string, deleted: boolean, n = ''): string {
   const action = deleted ? `'delete'` : `CASE WHEN inserted THEN 'create' ELSE 'update' END`;
   return `o${n} AS (INSERT INTO outbox (resource_type, resource_id, version, action) SELECT '${type}', id, version, ${action} FROM up${n})`;
+}
+
+/** SQL selecting `l`, the current Type/id/_history/version of the resource whose id is idSql (a parameter). */
+export function locationSql(type: string, idSql: string): string {
+  assertType(type);
+  return `SELECT '${type}/' || id || '/_history/' || version AS l FROM "${type}" WHERE id = ${idSql}`;
 }
 
 function assertType(type: string): void {

@@ -30,7 +30,7 @@ export interface Hl7Deps {
   pipeline?: boolean;
   /**
    * With pipeline: original-mode messages that arrive together commit in one transaction
-   * (group.ts); this many groups are written at once (default 1; 0: each message on its own).
+   * (group.ts); this many groups are written at once (default 2; 0: each message on its own).
    */
   groupConcurrency?: number;
   /** Start the MLLP listener (config HL7_ENABLED); the outbound side runs either way. */

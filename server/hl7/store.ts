@@ -3,7 +3,7 @@
 // store's own tables lives here; FHIR resources are only ever written through the repository.
 import type { Queryable } from '../db/pool.ts';
 import { instantSql, preparedStatement } from '../db/pool.ts';
-import { isResourceType } from '../fhir/definitions.ts';
+import { locationSql } from '../fhir/repository.ts';
 
 export type MessageStatus = 'received' | 'processed' | 'error' | 'rejected';
 
@@ -175,9 +175,8 @@ export async function insertFinished(db: Queryable, messages: FinishedMessage[])
     if (!produced) list = `COALESCE(${param(o.resources ? JSON.stringify(o.resources) : null)}::jsonb, '[]'::jsonb)`;
     else {
       const rows = produced.map((r, i) => {
-        if (!isResourceType(r.type)) throw new Error(`not a resource type: ${r.type}`);
         if (r.version !== undefined) return `SELECT ${i} AS o, ${param(`${r.type}/${r.id}/_history/${r.version}`)}::text AS l`;
-        return `SELECT ${i} AS o, '${r.type}/' || r.id || '/_history/' || r.version AS l FROM "${r.type}" r WHERE r.id = ${param(r.id)}`;
+        return `SELECT ${i} AS o, q.l FROM (${locationSql(r.type, param(r.id))}) q`;
       });
       list = rows.length ? `COALESCE((SELECT jsonb_agg(p.l ORDER BY p.o) FROM (${rows.join(' UNION ALL ')}) p), '[]'::jsonb)` : `'[]'::jsonb`;
     }

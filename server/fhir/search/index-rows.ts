@@ -124,33 +124,28 @@ function readPaths(atom: Atom, type: string): string[][] | undefined {
   return path.length ? [path] : undefined;
 }
 
-/** True when `node` has the property: as named, as a choice (`deceased` -> deceasedBoolean), or only its primitive extension (`_birthDate`). */
-function hasProperty(node: unknown, name: string): boolean {
-  if (node === null || typeof node !== 'object') return false;
+/**
+ * The key under which `node` holds the property: as named, as a choice (`deceased` ->
+ * deceasedBoolean), or only as its primitive extension (`_birthDate`); undefined when absent.
+ */
+function propertyKey(node: unknown, name: string): string | undefined {
+  if (node === null || typeof node !== 'object') return undefined;
   const obj = node as Record<string, unknown>;
-  if (obj[name] !== undefined || obj[`_${name}`] !== undefined) return true;
+  if (obj[name] !== undefined) return name;
   for (const key in obj) {
-    if (key.length > name.length && key.startsWith(name) && key.charCodeAt(name.length) >= 65 && key.charCodeAt(name.length) <= 90) return true;
+    if (key.length > name.length && key.startsWith(name) && key.charCodeAt(name.length) >= 65 && key.charCodeAt(name.length) <= 90) return key;
   }
-  return false;
-}
-
-/** The value of the property hasProperty found (the choice's, or the extension's). */
-function propertyValue(obj: Record<string, unknown>, name: string): unknown {
-  if (obj[name] !== undefined) return obj[name];
-  for (const key in obj) {
-    if (key.length > name.length && key.startsWith(name) && key.charCodeAt(name.length) >= 65 && key.charCodeAt(name.length) <= 90) return obj[key];
-  }
-  return obj[`_${name}`];
+  return obj[`_${name}`] !== undefined ? `_${name}` : undefined;
 }
 
 /** True when the resource has something at one of the paths (readPaths). */
 function mayHaveValues(resource: Resource, paths: string[][]): boolean {
   return paths.some(([first, second]) => {
-    if (!hasProperty(resource, first)) return false;
+    const key = propertyKey(resource, first);
+    if (key === undefined) return false;
     if (second === undefined) return true;
-    const value = propertyValue(resource as unknown as Record<string, unknown>, first);
-    return Array.isArray(value) ? value.some((v) => hasProperty(v, second)) : hasProperty(value, second);
+    const value = (resource as unknown as Record<string, unknown>)[key];
+    return (Array.isArray(value) ? value : [value]).some((v) => propertyKey(v, second) !== undefined);
   });
 }
 

@@ -283,8 +283,11 @@ export function xtnContact(f: Field, defaultUse?: ContactPoint['use']): ContactP
 }
 
 export function period(start?: string, end?: string): { start?: string; end?: string } | undefined {
-  const s = start ? toFhirDateTime(start) : undefined;
-  const e = end ? toFhirDateTime(end) : undefined;
+  return periodFrom(start ? toFhirDateTime(start) : undefined, end ? toFhirDateTime(end) : undefined);
+}
+
+/** A FHIR period of two FHIR dateTimes (either may be missing); an end before the start is dropped. */
+export function periodFrom(s?: string, e?: string): { start?: string; end?: string } | undefined {
   if (!s && !e) return undefined;
   if (s && e && Date.parse(e) < Date.parse(s)) return { start: s };
   return clean({ start: s, end: e });

@@ -7,17 +7,18 @@
 import type { AckError } from '../ack.ts';
 import { toFhirDate, toFhirDateTime, toFhirInstant } from '../datetime.ts';
 import { ErrorCode, type Segment } from '../message.ts';
-import { period } from './datatypes.ts';
+import { periodFrom } from './datatypes.ts';
 
 let collecting: AckError[] | undefined;
 
-/** Runs a (synchronous) mapping, returning what it returned and the warnings it raised. */
-export function collectingWarnings<T>(map: () => T): { result: T; warnings: AckError[] } {
+/** Runs a (synchronous) mapping; returns the warnings it raised. */
+export function collectingWarnings(map: () => void): AckError[] {
   const outer = collecting;
   const warnings: AckError[] = [];
   collecting = warnings;
   try {
-    return { result: map(), warnings };
+    map();
+    return warnings;
   } finally {
     collecting = outer;
   }
@@ -45,9 +46,7 @@ export function dateOf(seg: Segment, n: number, kind: keyof typeof CONVERT, c = 
   return converted;
 }
 
-/** The period of two date fields of a segment (start, end), as datatypes.ts period() makes it, with dateOf's warnings. */
+/** The period of two date fields of a segment (start, end), as datatypes.ts periodFrom makes it, with dateOf's warnings. */
 export function periodOf(seg: Segment, startField: number, endField: number): { start?: string; end?: string } | undefined {
-  dateOf(seg, startField, 'dateTime');
-  dateOf(seg, endField, 'dateTime');
-  return period(seg.get(startField), seg.get(endField));
+  return periodFrom(dateOf(seg, startField, 'dateTime'), dateOf(seg, endField, 'dateTime'));
 }

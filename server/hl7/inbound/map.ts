@@ -67,7 +67,7 @@ export function mapMessage(message: Message): MessagePlan {
   plan.eventTime = toEpochMs(evn?.get(2) ?? '') ?? toEpochMs(message.msh.get(7));
   const ctx: MapContext = { message, scope: scopeOf(message), plan, sender: senderOf(message) };
   // Fields that are not valid dates are left out with a warning (dates.ts), kept in the notes.
-  const { warnings } = collectingWarnings(() => SUPPORTED[message.messageCode].map(ctx));
+  const warnings = collectingWarnings(() => SUPPORTED[message.messageCode].map(ctx));
   plan.warnings.push(...warnings);
   plan.notes.push(...warnings.map((w) => w.text));
   return plan;

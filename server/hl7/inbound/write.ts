@@ -172,9 +172,10 @@ export async function writePlanBatched(repo: Repository, plan: MessagePlan, stal
  */
 async function locationsOf(repo: Repository, b: PlanBatch): Promise<string[]> {
   const kept = b.entries.flatMap((e) => ('kept' in e ? [e.kept] : []));
-  const versions = kept.length ? await repo.currentVersions(kept) : new Map<string, number>();
+  const locations = kept.length ? await repo.currentLocations(kept) : [];
+  let k = 0;
   return b.entries.map((e) => {
-    if ('kept' in e) return `${e.kept.type}/${e.kept.id}/_history/${versions.get(`${e.kept.type}/${e.kept.id}`)}`;
+    if ('kept' in e) return locations[k++] ?? '';
     const r = b.batch.resources[b.offset + e.write];
     return `${r.resourceType}/${r.id}/_history/${r.meta?.versionId}`;
   });

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { getSearchParameters } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import type pg from 'pg';
-import { instantSql, preparedStatement, type Db, type Queryable } from '../db/pool.ts';
+import { arrayLiteral, instantSql, preparedStatement, type Db, type Queryable } from '../db/pool.ts';
 import { isResourceType } from './definitions.ts';
 import { badRequest, gone, notFound, preconditionFailed } from './outcome.ts';
 import { hasPairRows, indexRowsFor, type IndexRows } from './search/index-rows.ts';
@@ -373,9 +373,9 @@ export class Repository {
       if (list.length === 0) continue;
       const cols = INDEX_COLUMNS[table];
       const arrays = [
-        ...(oneType ? [] : [`${param(types)}::text[]`]),
-        `${param(owners)}::text[]`,
-        ...cols.map((c) => param(list.map((r) => r[c.field] ?? null)) + `::${c.sqlType}[]`),
+        ...(oneType ? [] : [`${param(arrayLiteral(types))}::text[]`]),
+        `${param(arrayLiteral(owners))}::text[]`,
+        ...cols.map((c) => param(arrayLiteral(list.map((r) => r[c.field] as string | number | null))) + `::${c.sqlType}[]`),
       ];
       ctes.push(`i_${table} AS (INSERT INTO idx_${table} (resource_type, resource_id, ${cols.map((c) => c.column).join(', ')})
         SELECT ${oneType ? `'${oneType}', ` : ''}u.* FROM unnest(${arrays.join(', ')}) AS u${guard ? ` WHERE EXISTS (SELECT 1 FROM ${guard})` : ''})`);

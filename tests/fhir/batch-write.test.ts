@@ -98,4 +98,22 @@ describe('Repository.writeBatch', () => {
     expect((error as FhirError).status).toBe(400);
     expect(await ids('Patient', [['identifier', 'urn:batch|B-4']])).toEqual([]);
   });
+
+  it('indexes values with quotes, backslashes, commas, braces and the word NULL exactly as given', async () => {
+    // The index columns go to PostgreSQL as array literals built by arrayLiteral (db/pool.ts).
+    const awkward = ['O"Brien\\Jr', 'Smith, {jr}', 'NULL'];
+    const p: Patient = { ...patient('B-5', awkward[0]), name: [{ family: awkward[0], given: awkward.slice(1) }], identifier: [{ system: 'urn:batch', value: 'a"b\\c,{d}' }] };
+    await repo.writeBatch([{ resource: p, kind: 'insert' }]);
+    // In search values a backslash, ',', '$' and '|' are escaped with a backslash (FHIR search's rule).
+    const escaped = (v: string) => v.replace(/[\\,$|]/g, '\\$&');
+    expect(await ids('Patient', [['family:exact', escaped(awkward[0])]])).toEqual([p.id]);
+    expect(await ids('Patient', [['given:exact', escaped(awkward[1])]])).toEqual([p.id]);
+    expect(await ids('Patient', [['given:exact', 'NULL']])).toEqual([p.id]);
+    expect(await ids('Patient', [['identifier', `urn:batch|${escaped('a"b\\c,{d}')}`]])).toEqual([p.id]);
+    const given = await db.query<{ exact: string | null }>(
+      "SELECT exact FROM idx_string WHERE resource_id = $1 AND param = 'given' ORDER BY exact",
+      [p.id],
+    );
+    expect(given.rows.map((r) => r.exact)).not.toContain(null);
+  });
 });

@@ -90,7 +90,7 @@ function errSegment(err: AckError, modern: boolean): string {
   const loc = err.location;
   const codeText = ERROR_TEXT[err.code];
   if (modern) {
-    const location = loc ? [loc.segment, loc.sequence ?? '', loc.field ?? '', loc.field ? 1 : '', loc.component ?? ''].join('^').replace(/\^+$/, '') : '';
+    const location = loc ? [loc.segment, loc.sequence ?? '', loc.field ?? '', loc.field ? (loc.repetition ?? 1) : '', loc.component ?? '', loc.subcomponent ?? ''].join('^').replace(/\^+$/, '') : '';
     return ['ERR', '', location, `${err.code}^${codeText}^HL70357`, err.severity ?? 'E', '', '', '', escape(err.text)].join('|');
   }
   const eld = [loc?.segment ?? '', loc?.sequence ?? '', loc?.field ?? '', `${err.code}&${codeText}&HL70357`].join('^');

@@ -55,7 +55,10 @@ export interface ErrorLocation {
   /** 1-based position of the segment in the message. */
   sequence?: number;
   field?: number;
+  /** 1-based repetition of the field (1 when not given). */
+  repetition?: number;
   component?: number;
+  subcomponent?: number;
 }
 
 /**
@@ -101,7 +104,7 @@ export class Segment {
     const raw = this.raw(n);
     if (raw === '') return [];
     if (this.name === 'MSH' && n <= 2) return [new Field(raw, this.delimiters)];
-    return raw.split(this.delimiters.repetition).map((r) => new Field(r, this.delimiters));
+    return raw.split(this.delimiters.repetition).map((r, i) => new Field(r, this.delimiters, false, this, n, i + 1));
   }
 
   /** First repetition of field n. */
@@ -109,7 +112,12 @@ export class Segment {
     if (this.name === 'MSH' && n <= 2) return new Field(this.raw(n), this.delimiters, true);
     const raw = this.raw(n);
     const i = raw.indexOf(this.delimiters.repetition);
-    return new Field(i < 0 ? raw : raw.slice(0, i), this.delimiters);
+    return new Field(i < 0 ? raw : raw.slice(0, i), this.delimiters, false, this, n, 1);
+  }
+
+  /** Where field n (repetition r) is, for an ERR segment. */
+  locate(n: number, r: number): ErrorLocation {
+    return { segment: this.name, sequence: this.sequence, field: n, ...(r > 1 ? { repetition: r } : {}) };
   }
 
   /** Unescaped value of field n, component c, subcomponent s (first repetition). */
@@ -123,10 +131,21 @@ export class Field {
   readonly raw: string;
   readonly delimiters: Delimiters;
   private readonly verbatim: boolean;
-  constructor(raw: string, delimiters: Delimiters, verbatim = false) {
+  // The segment, field number and repetition it was read from (for `at`).
+  private readonly segment?: Segment;
+  private readonly n: number;
+  private readonly repetition: number;
+  constructor(raw: string, delimiters: Delimiters, verbatim = false, segment?: Segment, n = 0, repetition = 1) {
     this.raw = raw;
     this.delimiters = delimiters;
     this.verbatim = verbatim;
+    this.segment = segment;
+    this.n = n;
+    this.repetition = repetition;
+  }
+  /** Where the field is in its message (a field read from a segment), for warnings about it. */
+  get at(): ErrorLocation | undefined {
+    return this.segment?.locate(this.n, this.repetition);
   }
   get empty(): boolean {
     return this.raw === '' || this.raw === '""';

@@ -169,6 +169,30 @@ describe('ADT mapping', () => {
     const stored = await env.db.query<{ notes: string[] }>(`SELECT notes FROM hl7_message WHERE control_id = $1`, [control]);
     expect(stored.rows[0].notes).toEqual(expect.arrayContaining([expect.stringContaining('PID-7 "DOB"'), expect.stringContaining('PV1-44')]));
   });
+
+  it('warns of validity dates inside a name or an address that are not dates, keeping the rest of them', async () => {
+    const mrn = uid('M');
+    const control = uid('C');
+    const segments = adt('A01', mrn, { control });
+    // PID-5: a second name (type M, maiden) whose XPN-12 effective date has month 13; PID-11: the
+    // address's XAD-13 effective date is fine, its XAD-14 expiration date is "NEVER".
+    segments[2] = segments[2]
+      .replace('O\\T\\Brien^Mary^Ann^^Mrs', 'O\\T\\Brien^Mary^Ann^^Mrs~Smith^Mary^^^^^M^^^^^20241301')
+      .replace('1 Main St^Apt 2^Springfield^IL^62701^USA^H', '1 Main St^Apt 2^Springfield^IL^62701^USA^H^^^^^^20200101^NEVER');
+    const ack = await send(segments);
+    expect(ack.code).toBe('AA');
+    // ERR-2: segment^sequence^field^repetition^component.
+    const errs = ack.err.map((e) => ({ location: e[2], code: e[3].split('^')[0], severity: e[4], text: e[8] }));
+    expect(errs).toEqual([
+      { location: 'PID^3^5^2^12', code: '102', severity: 'W', text: 'PID-5(2).12 "20241301" is not a valid HL7 date/time: left out' },
+      { location: 'PID^3^11^1^14', code: '102', severity: 'W', text: 'PID-11.14 "NEVER" is not a valid HL7 date/time: left out' },
+    ]);
+    const [p] = await patientBy(mrn);
+    expect(p.name[1]).toEqual({ use: 'maiden', family: 'Smith', given: ['Mary'] });
+    expect(p.address[0].period).toEqual({ start: '2020-01-01' });
+    const stored = await env.db.query<{ notes: string[] }>(`SELECT notes FROM hl7_message WHERE control_id = $1`, [control]);
+    expect(stored.rows[0].notes).toEqual(expect.arrayContaining([expect.stringContaining('PID-5(2).12 "20241301"'), expect.stringContaining('PID-11.14 "NEVER"')]));
+  });
 });
 
 describe('idempotency and ordering', () => {
@@ -266,6 +290,34 @@ describe('SIU, ORU, ORM and REF mapping', () => {
     expect(obs[0].interpretation[0].coding[0].code).toBe('H');
     expect(obs[1].valueQuantity).toMatchObject({ comparator: '<', value: 1.2 });
     expect(obs[2].valueString).toBe('line one\nline two');
+  });
+
+  it('keeps an OBX date value that is not a date as text, with a warning; refuses a booked appointment whose start is not a date, naming the field', async () => {
+    const mrn = uid('M');
+    const order = uid('F');
+    const oru = await send([
+      msh('ORU^R01^ORU_R01', uid('C')),
+      `PID|1||${mrn}^^^&1.2.3.4&ISO^MR||Doe^Jim||19700101|M`,
+      seg('OBR', { 1: '1', 3: `${order}^LAB`, 4: '24323-8^Comprehensive metabolic panel^LN', 7: '20240301080000+0000', 25: 'F' }),
+      'OBX|1|DT|11778-8^Delivery date Estimated^LN||2024-13-01||||||F',
+    ]);
+    expect(oru.code).toBe('AA');
+    expect(oru.err.map((e) => [e[2], e[4], e[8]])).toEqual([['OBX^4^5^1', 'W', 'OBX-5 "2024-13-01" is not a valid HL7 date/time: kept as text (valueString)']]);
+    const [report] = await findBy(env, 'DiagnosticReport', [['identifier', `urn:wardlink:hl7v2:authority:LAB|${order}`]]);
+    const obs = await env.repo.readResource<any>('Observation', report.result[0].reference.split('/')[1]);
+    expect(obs.valueString).toBe('2024-13-01');
+
+    const appt = uid('A');
+    const siu = await send([
+      msh('SIU^S12^SIU_S12', uid('C')),
+      seg('SCH', { 2: `${appt}^FILLER`, 9: '30', 10: 'MIN', 11: '^^^20240401097000', 25: 'Booked' }), // SCH-11.4: minute 70
+      `PID|1||${mrn}^^^&1.2.3.4&ISO^MR||Doe^Jim||19700101|M`,
+    ]);
+    expect(siu.code).toBe('AE');
+    expect(siu.err.map((e) => [e[2], e[3].split('^')[0], e[4], e[8]])).toEqual([
+      ['SCH^2^11^1^4', '102', 'E', 'SCH-11.4 "20240401097000" is not a valid HL7 date/time: a booked appointment needs its start and end'],
+    ]);
+    expect(await findBy(env, 'Appointment', [['identifier', `urn:wardlink:hl7v2:authority:FILLER|${appt}`]])).toEqual([]);
   });
 
   it('maps ORM^O01 to a ServiceRequest and ORC-1 CA revokes it', async () => {

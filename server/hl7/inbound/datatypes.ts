@@ -5,8 +5,8 @@
 // values, never copied blindly, so an odd sender value drops the element instead of failing the
 // whole message.
 import type { Address, CodeableConcept, Coding, ContactPoint, HumanName, Identifier, Practitioner, Reference } from '@medplum/fhirtypes';
-import { toFhirDateTime } from '../datetime.ts';
 import type { Field } from '../message.ts';
+import { componentDate, periodFrom } from './dates.ts';
 
 /** Base for identifier systems we have to make up (no assigning authority in the message). */
 export const LOCAL_SYSTEM = 'urn:wardlink:hl7v2';
@@ -155,15 +155,13 @@ export function xpnName(f: Field): HumanName | undefined {
   const suffix = [f.get(4), f.get(6)].filter(Boolean);
   const prefix = f.get(5);
   if (!family && given.length === 0) return undefined;
-  const start = f.get(10, 1) || f.get(12);
-  const end = f.get(10, 2) || f.get(13);
   return clean({
     use: NAME_USE[f.get(7).toUpperCase()],
     family: family || undefined,
     given: given.length ? given : undefined,
     prefix: prefix ? [prefix] : undefined,
     suffix: suffix.length ? suffix : undefined,
-    period: period(start, end),
+    period: validity(f, 10, 12, 13),
   });
 }
 
@@ -244,7 +242,7 @@ export function xadAddress(f: Field): Address | undefined {
     state: state || undefined,
     postalCode: postalCode || undefined,
     country: country || undefined,
-    period: period(f.get(13) || f.get(12, 1), f.get(14) || f.get(12, 2)),
+    period: validity(f, 12, 13, 14),
   });
 }
 
@@ -282,15 +280,15 @@ export function xtnContact(f: Field, defaultUse?: ContactPoint['use']): ContactP
   return clean({ system: system ?? 'phone', value, use });
 }
 
-export function period(start?: string, end?: string): { start?: string; end?: string } | undefined {
-  return periodFrom(start ? toFhirDateTime(start) : undefined, end ? toFhirDateTime(end) : undefined);
-}
-
-/** A FHIR period of two FHIR dateTimes (either may be missing); an end before the start is dropped. */
-export function periodFrom(s?: string, e?: string): { start?: string; end?: string } | undefined {
-  if (!s && !e) return undefined;
-  if (s && e && Date.parse(e) < Date.parse(s)) return { start: s };
-  return clean({ start: s, end: e });
+/**
+ * The validity period of an XPN / XAD: its effective and expiration date components, or where
+ * one is empty the start or end of its older validity range (DR, start&end subcomponents); a
+ * date that is no HL7 date is left out with a warning.
+ */
+function validity(f: Field, range: number, startComponent: number, endComponent: number): { start?: string; end?: string } | undefined {
+  const start = f.get(startComponent) ? componentDate(f, startComponent) : componentDate(f, range, 1);
+  const end = f.get(endComponent) ? componentDate(f, endComponent) : componentDate(f, range, 2);
+  return periodFrom(start, end);
 }
 
 /** Drops undefined / empty-array / empty-object members (FHIR forbids empty elements). */

@@ -3,7 +3,7 @@
 // order number (else filler); results by filler order number + OBX-3 + OBX-4 sub-id, so a
 // corrected result (OBX-11 C) replaces the preliminary one.
 import type { Annotation, DiagnosticReport, Identifier, Observation, Quantity, Reference, ServiceRequest, Specimen, Task } from '@medplum/fhirtypes';
-import { dateOf } from './dates.ts';
+import { dateOf, invalidDate, warn } from './dates.ts';
 import { STATUS_RECIPIENT_TAG } from '../outbound/reply.ts';
 import { toFhirDateTime } from '../datetime.ts';
 import { ErrorCode, V2Error, type Field, type Segment } from '../message.ts';
@@ -317,6 +317,8 @@ function setValue(obs: Observation, obx: Segment): void {
       obs.valueDateTime = dt;
       return;
     }
+    // Not a date after all: the result is kept as text (below), and the sender told.
+    if (first.get(1)) warn(invalidDate(first.get(1), first.at ?? { segment: 'OBX', field: 5 }, 'kept as text (valueString)'));
   }
   if (type === 'ED' || type === 'RP') {
     obs.valueString = `${type === 'ED' ? 'Encapsulated data' : 'Reference pointer'} (kept in the HL7 v2 message store)`;

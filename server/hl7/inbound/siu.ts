@@ -1,10 +1,12 @@
 // SIU (chapter 10) S12-S15, S17, S26 -> Appointment (+ Patient), after the v2-to-FHIR SIU_S12 map:
 // SCH -> Appointment, AIS/AIG/AIL/AIP -> participants, SCH-25 (table 0278) -> status.
 import type { Appointment, AppointmentParticipant } from '@medplum/fhirtypes';
-import { toEpochMs, toFhirInstant } from '../datetime.ts';
+import type { AckError } from '../ack.ts';
+import { toEpochMs } from '../datetime.ts';
 import { ErrorCode, V2Error, type Segment } from '../message.ts';
 import { required, type MapContext } from './context.ts';
 import { clean, codeableConcept, eiIdentifier, xcnReference } from './datatypes.ts';
+import { dateOf, invalidDate, locationOf } from './dates.ts';
 import { locationDisplay } from './encounter.ts';
 import { mapPatient } from './patient.ts';
 import { withIdentifier } from './plan.ts';
@@ -55,8 +57,9 @@ export function mapSiu(ctx: MapContext): void {
   const fillerStatus = (sch.get(25, 1) || sch.get(25, 2)).toUpperCase().replace(/[\s-]/g, '');
   const status = EVENT_STATUS[event] ?? FILLER_STATUS[fillerStatus] ?? 'booked';
 
-  const { start, end, minutes } = appointmentTimes(ctx, sch);
+  const { start, end, minutes, invalid } = appointmentTimes(ctx, sch);
   if ((!start || !end) && !['proposed', 'cancelled', 'waitlist', 'entered-in-error'].includes(status)) {
+    if (invalid) throw new V2Error(invalid.code, invalid.text, invalid.location);
     throw new V2Error(
       ErrorCode.requiredFieldMissing,
       'A booked appointment needs its start and end (TQ1-7/TQ1-8, SCH-11.4/SCH-11.5, or AIS-4 with a duration)',
@@ -105,13 +108,24 @@ function roleType(aip: Segment) {
   return role ? [role] : undefined;
 }
 
-function appointmentTimes(ctx: MapContext, sch: Segment): { start?: string; end?: string; minutes?: number } {
+/** The first of these (segment, field, component) places that holds a value. */
+function firstGiven(...places: [Segment | undefined, number, number][]): [Segment, number, number] | undefined {
+  return places.find(([seg, n, c]) => seg?.get(n, c)) as [Segment, number, number] | undefined;
+}
+
+function appointmentTimes(ctx: MapContext, sch: Segment): { start?: string; end?: string; minutes?: number; invalid?: AckError } {
   const tq1 = ctx.message.segment('TQ1');
   const ais = ctx.message.segment('AIS');
-  const startRaw = tq1?.get(7) || sch.field(11).get(4) || ais?.get(4) || '';
-  let endRaw = tq1?.get(8) || sch.field(11).get(5) || '';
-  const start = toFhirInstant(startRaw);
-  let end = endRaw ? toFhirInstant(endRaw) : undefined;
+  const startAt = firstGiven([tq1, 7, 1], [sch, 11, 4], [ais, 4, 1]);
+  const endAt = firstGiven([tq1, 8, 1], [sch, 11, 5]);
+  const startRaw = startAt ? startAt[0].get(startAt[1], startAt[2]) : '';
+  let endRaw = endAt ? endAt[0].get(endAt[1], endAt[2]) : '';
+  // A start or end that is no HL7 date is left out (with a warning); a booked appointment
+  // without it is then refused, naming that field (invalid).
+  const start = startAt && dateOf(startAt[0], startAt[1], 'instant', startAt[2]);
+  let end = endAt && dateOf(endAt[0], endAt[1], 'instant', endAt[2]);
+  const bad = startRaw && !start ? startAt : endRaw && !end ? endAt : undefined;
+  const invalid = bad && invalidDate(bad[0].get(bad[1], bad[2]), locationOf(...bad), 'a booked appointment needs its start and end', 'E');
   let minutes: number | undefined;
   const durationFrom = (amount: string, unit: string): number | undefined => {
     if (!/^\d+(\.\d+)?$/.test(amount)) return undefined;
@@ -129,5 +143,5 @@ function appointmentTimes(ctx: MapContext, sch: Segment): { start?: string; end?
     if (diff < 0) end = undefined;
     else minutes = Math.round(diff / 60_000) || undefined;
   }
-  return { start, end, minutes };
+  return { start, end, minutes, invalid };
 }

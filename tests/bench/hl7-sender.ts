@@ -20,7 +20,7 @@ function a01(): string {
     `MSH|^~\\&|BENCH|FAC|WARDLINK|HOSP|20240301120000+0000||ADT^A01^ADT_A01|${id}|P|2.5.1`,
     'EVN|A01|20240301120000+0000',
     `PID|1||${id}^^^&1.2.3.4&ISO^MR||Bench^Patient${n}^A||19800101|F|||1 Main St^^Springfield^IL^62701^USA^H||^PRN^PH^^1^217^5551234`,
-    `PV1|1|I|4E^401^B^HOSP|E|||1234^Attend^Alice|||||||||||||V${id}^^^&1.2.3.5&ISO^VN|||||||||||||||||||||||||20240301110000+0000`,
+    `PV1|1|I|4E^401^B^HOSP|E|||1234^Attend^Alice||||||||||||V${id}^^^&1.2.3.5&ISO^VN|||||||||||||||||||||||||20240301110000+0000`,
   ].join('\r');
 }
 

@@ -2,11 +2,11 @@
 // to the sender's configured Endpoint, and OSU^O51 status updates for the referral Task an
 // OMG^O19 order created (360X-style closed loop). The server side runs with the real job queue
 // and outbox relay; the sender's system is an MLLP receiver in the test.
-import type { Endpoint, Task } from '@medplum/fhirtypes';
+import type { Endpoint, Organization, Patient, ServiceRequest, Task } from '@medplum/fhirtypes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseMessage, type Message } from '../../server/hl7/message.ts';
 import { startMllpServer, type MllpServer } from '../../server/hl7/mllp.ts';
-import { SENDER_SYSTEM, STATUS_RECIPIENT_TAG } from '../../server/hl7/outbound/reply.ts';
+import { REFERRAL_RESPONSE_TAG, SENDER_SYSTEM, STATUS_RECIPIENT_TAG } from '../../server/hl7/outbound/reply.ts';
 import { MllpClient, findBy, log, mkMessage, parseAck, startHl7Env, type Hl7Env } from './support.ts';
 
 let env: Hl7Env;
@@ -182,5 +182,96 @@ describe('closed-loop referral: OMG^O19 in, OSU^O51 out as the Task changes', ()
     expect(both[1].segment('ORC')?.get(5)).toBe('CM');
     expect(both[1].segment('ORC')?.get(16)).toBe('completed');
     expect(both[1].all('NTE').map((n) => n.get(3))).toContain('Booked for Tuesday');
+  });
+});
+
+describe('closed-loop referral: REF^I12 in, RRI^I12 out as it is answered', () => {
+  const app = 'REFSYS';
+  const fac = uid('CLINIC');
+  beforeAll(() => partnerEndpoint(`${app}|${fac}`));
+
+  const ref = (event: string, id: string, mrn: string) =>
+    mkMessage([
+      `MSH|^~\\&|${app}|${fac}|WARDLINK|HOSP|20240301120000||REF^${event}^REF_I12|${uid('R')}|P|2.5.1`,
+      `RF1|P^Pending^HL70283|R^Routine^HL70280|Med^Medical^HL70281||O^Outpatient^HL70284|${id}^${app}|20240301|20240315`,
+      'PRD|RP^Referring Provider^HL70286|Powell^Robert^^^Dr|||||PLN1001^SL',
+      'PRD|RT^Referred to Provider^HL70286|Cardio^Carla^^^Dr|||||PLN2002^SL',
+      `PID|1||${mrn}^^^&1.2.3.4&ISO^MR||Doe^Ref||19600101|M`,
+      'PR1|1||183519002^Referral to cardiology service^SCT',
+    ]);
+  const rriFor = (id: string) => received.filter((m) => m.messageCode === 'RRI' && m.segment('RF1')?.get(6) === id);
+
+  it('answers the referrer when the Task is accepted and then completed, not when the referrer itself cancels', async () => {
+    const id = uid('REF');
+    const mrn = uid('M');
+    expect(parseAck((await client.request(ref('I12', id, mrn))) as string).code).toBe('AA');
+    const [task] = (await findBy(env, 'Task', [['identifier', `urn:wardlink:hl7v2:authority:${app}|${id}`]])) as Task[];
+    expect(task.status).toBe('requested');
+    expect(task.meta?.tag).toEqual(expect.arrayContaining([expect.objectContaining({ system: REFERRAL_RESPONSE_TAG, code: `${app}|${fac}` })]));
+
+    const accepted = await env.repo.update<Task>({ ...task, status: 'accepted', businessStatus: { text: 'Seen within two weeks' } });
+    const [first] = await waitFor(() => rriFor(id), (l) => l.length > 0);
+    expect(first, 'RRI^I12 delivered').toBeDefined();
+    expect([first.messageCode, first.triggerEvent, first.msh.get(9, 3)]).toEqual(['RRI', 'I12', 'RRI_I12']);
+    expect([first.msh.get(5), first.msh.get(6)]).toEqual([app, fac]);
+    const rf1 = first.segment('RF1');
+    expect(rf1?.get(1)).toBe('A');
+    expect(rf1?.get(11)).toBe(task.id);
+    expect(first.all('PRD').map((p) => [p.get(1), p.get(2)])).toEqual([
+      ['RP', 'Powell'],
+      ['RT', 'Cardio'],
+    ]);
+    expect(first.segment('PID')?.get(3)).toBe(mrn);
+    expect(first.all('NTE').map((n) => n.get(3))).toEqual(['Referral accepted', 'Seen within two weeks']);
+
+    await env.repo.update<Task>({ ...accepted.resource, status: 'completed' });
+    const both = await waitFor(() => rriFor(id), (l) => l.length >= 2);
+    expect(both[1].segment('RF1')?.get(1)).toBe('A');
+    expect(both[1].segment('NTE')?.get(3)).toBe('Referral completed');
+
+    // The referrer's own cancel (REF^I14) changes the Task, and is not echoed back to it.
+    expect(parseAck((await client.request(ref('I14', id, mrn))) as string).code).toBe('AA');
+    const [cancelled] = (await findBy(env, 'Task', [['identifier', `urn:wardlink:hl7v2:authority:${app}|${id}`]])) as Task[];
+    expect(cancelled.status).toBe('cancelled');
+    await new Promise((r) => setTimeout(r, 600));
+    expect(rriFor(id)).toHaveLength(2);
+    const sent = await env.db.query<{ status: string }>(`SELECT status FROM hl7_outbound WHERE message_type = 'RRI^I12' AND raw LIKE $1`, [`%|${id}^${app}|%`]);
+    expect(sent.rows.map((r) => r.status)).toEqual(['sent', 'sent']);
+  });
+
+  it('answers a referral entered over FHIR to the MLLP Endpoint of the requesting Organization, R when declined', async () => {
+    const endpoint = await env.repo.create<Endpoint>({
+      resourceType: 'Endpoint',
+      status: 'active',
+      connectionType: { system: 'http://wardlink.example/fhir/CodeSystem/endpoint-connection-type', code: 'hl7v2-mllp' },
+      payloadType: [{ text: 'HL7 v2 referral answers' }],
+      address: `mllp://127.0.0.1:${partner.port}`,
+    });
+    const org = await env.repo.create<Organization>({ resourceType: 'Organization', name: 'Northside Clinic', endpoint: [{ reference: `Endpoint/${endpoint.id}` }] });
+    const patient = await env.repo.create<Patient>({ resourceType: 'Patient', identifier: [{ system: 'urn:oid:1.2.3.4', value: uid('M') }], name: [{ family: 'Fhir', given: ['Fay'] }] });
+    const placer = uid('FHIRREF');
+    const sr = await env.repo.create<ServiceRequest>({
+      resourceType: 'ServiceRequest',
+      identifier: [{ system: 'urn:northside:referrals', value: placer, type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'PLAC' }] } }],
+      status: 'active',
+      intent: 'order',
+      subject: { reference: `Patient/${patient.id}` },
+    });
+    const task = await env.repo.create<Task>({
+      resourceType: 'Task',
+      status: 'requested',
+      intent: 'order',
+      code: { coding: [{ system: 'http://hl7.org/fhir/CodeSystem/task-code', code: 'fulfill' }] },
+      focus: { reference: `ServiceRequest/${sr.id}` },
+      for: { reference: `Patient/${patient.id}` },
+      requester: { reference: `Organization/${org.id}` },
+    });
+    await env.repo.update<Task>({ ...task, status: 'rejected', statusReason: { text: 'Outside our catchment area' } });
+    const [answer] = await waitFor(() => rriFor(placer), (l) => l.length > 0);
+    expect(answer, 'RRI^I12 delivered').toBeDefined();
+    expect(answer.segment('RF1')?.get(1)).toBe('R');
+    expect(answer.segment('RF1')?.get(6, 2)).toBe('urn:northside:referrals');
+    expect(answer.segment('NTE')?.get(3)).toBe('Referral rejected: Outside our catchment area');
+    expect(answer.segment('PID')?.get(5)).toBe('Fhir');
   });
 });

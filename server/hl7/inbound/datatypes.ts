@@ -10,6 +10,8 @@ import { componentDate, periodFrom } from './dates.ts';
 
 /** Base for identifier systems we have to make up (no assigning authority in the message). */
 export const LOCAL_SYSTEM = 'urn:wardlink:hl7v2';
+/** Base for the systems of identifiers whose assigning authority is a namespace or universal id (+ that id, URI-encoded). */
+export const AUTHORITY_SYSTEM = `${LOCAL_SYSTEM}:authority:`;
 
 const CODE_SYSTEMS: Record<string, string> = {
   LN: 'http://loinc.org',
@@ -81,8 +83,8 @@ export function systemFromHd(f: Field, first: number): string | undefined {
   if (universal && type === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) return `urn:oid:${universal}`;
   if (universal && (type === 'URI' || type === 'URL')) return universal;
   if (universal && type === 'UUID') return `urn:uuid:${universal}`;
-  if (ns) return `${LOCAL_SYSTEM}:authority:${encodeURIComponent(ns)}`;
-  if (universal) return `${LOCAL_SYSTEM}:authority:${encodeURIComponent(universal)}`;
+  if (ns) return `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
+  if (universal) return `${AUTHORITY_SYSTEM}${encodeURIComponent(universal)}`;
   return undefined;
 }
 
@@ -102,8 +104,8 @@ export function cxIdentifier(f: Field, scope: IdentifierScope): Identifier | und
   let system: string | undefined;
   if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
   else if (universal && (uType === 'URI' || uType === 'URL')) system = universal;
-  else if (ns) system = `${LOCAL_SYSTEM}:authority:${encodeURIComponent(ns)}`;
-  else if (universal) system = `${LOCAL_SYSTEM}:authority:${encodeURIComponent(universal)}`;
+  else if (ns) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
+  else if (universal) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(universal)}`;
   // CX.9 / CX.10 (assigning jurisdiction / agency) when CX.4 is empty.
   system ??= scope.fallbackSystem;
   const typeCode = f.get(5);
@@ -125,7 +127,7 @@ export function eiIdentifier(f: Field | undefined, scope: IdentifierScope, typeC
   let system: string | undefined;
   if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
   else if (universal && (uType === 'URI' || uType === 'URL')) system = universal;
-  else if (ns) system = `${LOCAL_SYSTEM}:authority:${encodeURIComponent(ns)}`;
+  else if (ns) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
   system ??= scope.fallbackSystem;
   return clean({ system, value, type: typeCode ? { coding: [{ system: v2Table('0203'), code: typeCode }] } : undefined });
 }
@@ -195,7 +197,7 @@ export function xcnIdentifier(f: Field, scope: IdentifierScope): Identifier | un
   const uType = f.get(9, 3).toUpperCase();
   let system: string | undefined;
   if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
-  else if (ns) system = `${LOCAL_SYSTEM}:authority:${encodeURIComponent(ns)}`;
+  else if (ns) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
   system ??= scope.fallbackSystem;
   return { system, value };
 }

@@ -8,7 +8,7 @@ import { STATUS_RECIPIENT_TAG } from '../outbound/reply.ts';
 import { toFhirDateTime } from '../datetime.ts';
 import { ErrorCode, V2Error, type Field, type Segment } from '../message.ts';
 import { derivedKey, keyText, missingField, required, type MapContext } from './context.ts';
-import { LOCAL_SYSTEM, clean, codeableConcept, codeSystemUri, eiIdentifier, tableConcept, v2Table, xcnReference } from './datatypes.ts';
+import { AUTHORITY_SYSTEM, clean, codeableConcept, codeSystemUri, eiIdentifier, tableConcept, v2Table, xcnReference } from './datatypes.ts';
 import { mapPatient } from './patient.ts';
 import { hasVisit, mapEncounter } from './encounter.ts';
 import { withIdentifier } from './plan.ts';
@@ -235,7 +235,7 @@ function eipPart(ctx: MapContext, f: Field, component: 1 | 2, typeCode: string):
   const [ns, universal, uType] = [f.get(component, 2), f.get(component, 3), f.get(component, 4).toUpperCase()];
   let system = ctx.scope.fallbackSystem;
   if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
-  else if (ns) system = `${LOCAL_SYSTEM}:authority:${encodeURIComponent(ns)}`;
+  else if (ns) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
   return { system, value, type: { coding: [{ system: v2Table('0203'), code: typeCode }] } };
 }
 

@@ -9,6 +9,7 @@ import { LOCAL_SYSTEM, clean, codeableConcept, each, eiIdentifier, v2Table, xadA
 import { hasVisit, mapEncounter } from './encounter.ts';
 import { mapPatient } from './patient.ts';
 import { withIdentifier } from './plan.ts';
+import { REFERRAL_RESPONSE_TAG } from '../outbound/reply.ts';
 
 export const REF_EVENTS = ['I12', 'I13', 'I14', 'I15'];
 
@@ -77,6 +78,7 @@ export function mapReferral(ctx: MapContext): void {
   const expires = dateOf(rf1, 8, 'date');
   const task: Task = clean({
     resourceType: 'Task',
+    meta: { tag: [{ system: REFERRAL_RESPONSE_TAG, code: ctx.sender, display: 'HL7 v2 referral answers (RRI^I12) go to this sender' }] },
     identifier: [placer, ...external].filter((i) => i !== undefined),
     status: taskStatus,
     businessStatus: coded(rf1, 1, '0283'),

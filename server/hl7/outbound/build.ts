@@ -1,10 +1,11 @@
-// FHIR -> v2 for outbound messages: REF^I12 (ServiceRequest + Task), SIU^S12 (Appointment) and
-// ADT^A01 (Encounter), each with the patient's PID. The inverse of the inbound maps, kept to the
-// fields receivers rely on.
+// FHIR -> v2 for outbound messages: REF^I12 and RRI^I12 (ServiceRequest + Task), OSU^O51
+// (Task), SIU^S12 (Appointment) and ADT^A01 (Encounter), each with the patient's PID. The inverse
+// of the inbound maps, kept to the fields receivers rely on.
 import { randomUUID } from 'node:crypto';
 import type { Appointment, Encounter, HumanName, Identifier, Patient, Practitioner, ServiceRequest, Task } from '@medplum/fhirtypes';
 import { fromFhirDateTime, nowDtm } from '../datetime.ts';
 import { escape } from '../message.ts';
+import { AUTHORITY_SYSTEM } from '../inbound/datatypes.ts';
 
 export interface Party {
   application: string;
@@ -74,13 +75,53 @@ export function refI12(parts: ReferralParts, sender: Party, receiver: Party, eve
     '',
     sr.reasonCode?.[0]?.coding?.[0]?.code ? `${e(sr.reasonCode[0].coding[0].code)}^${e(sr.reasonCode[0].coding[0].display)}` : '',
   ].join('|');
-  const segments = [header(`REF^${event}^REF_I12`, sender, receiver, controlId), rf1];
-  if (parts.requester || sr.requester?.display) segments.push(['PRD', 'RP^Referring Provider^HL70286', xpnOf(parts.requester, sr.requester?.display), '', '', '', '', idOf(parts.requester)].join('|').replace(/\|+$/, ''));
-  if (parts.performer) segments.push(['PRD', 'RT^Referred to Provider^HL70286', xpnOf(parts.performer), '', '', '', '', idOf(parts.performer)].join('|').replace(/\|+$/, ''));
-  segments.push(pid(parts.patient));
+  const segments = [header(`REF^${event}^REF_I12`, sender, receiver, controlId), rf1, ...providers(parts), pid(parts.patient)];
   const code = sr.code?.coding?.[0];
   if (code?.code) segments.push(`PR1|1||${e(code.code)}^${e(code.display)}^${codingSystemName(code.system)}`);
   for (const note of sr.note ?? []) segments.push(`NTE|${segments.length}||${e(note.text)}`);
+  return { text: segments.join('\r'), controlId };
+}
+
+/** PRD of the referring (RP) and referred-to (RT) providers. */
+function providers(parts: ReferralParts): string[] {
+  const { serviceRequest: sr } = parts;
+  const out: string[] = [];
+  if (parts.requester || sr.requester?.display) out.push(['PRD', 'RP^Referring Provider^HL70286', xpnOf(parts.requester, sr.requester?.display), '', '', '', '', idOf(parts.requester)].join('|').replace(/\|+$/, ''));
+  if (parts.performer) out.push(['PRD', 'RT^Referred to Provider^HL70286', xpnOf(parts.performer), '', '', '', '', idOf(parts.performer)].join('|').replace(/\|+$/, ''));
+  return out;
+}
+
+/**
+ * RRI^I12 (return referral information): the referred-to side's answer to a referral, sent as
+ * its Task's status changes. RF1-1 is the status (table 0283: A accepted, R rejected, E expired);
+ * RF1-6 the referrer's own referral identifier (the ServiceRequest's placer identifier), RF1-11
+ * ours (the Task id); the exact FHIR Task status and its reason go in NTE, since 0283 cannot
+ * tell accepted from completed.
+ */
+export function rriI12(parts: ReferralParts & { task: Task }, sender: Party, receiver: Party): { text: string; controlId: string } {
+  const { serviceRequest: sr, task } = parts;
+  const controlId = newControlId();
+  const placer = sr.identifier?.find((i) => i.type?.coding?.[0]?.code === 'PLAC') ?? sr.identifier?.[0];
+  const rf1 = [
+    'RF1',
+    `${REFERRAL_STATUS[task.status] ?? 'P'}^^HL70283`,
+    `${PRIORITY[sr.priority ?? 'routine'] ?? 'R'}^^HL70280`,
+    '',
+    '',
+    '',
+    ei(placer),
+    fromFhirDateTime(task.lastModified) || nowDtm(),
+    fromFhirDateTime(task.restriction?.period?.end),
+    '',
+    '',
+    `${e(task.id)}^${e(sender.application)}`,
+  ].join('|');
+  const segments = [header('RRI^I12^RRI_I12', sender, receiver, controlId), rf1, ...providers(parts), pid(parts.patient)];
+  const reason = task.statusReason?.text ?? task.statusReason?.coding?.[0]?.display;
+  // businessStatus.text only: its coding may be the referrer's own RF1-1, mapped in.
+  const business = task.businessStatus?.text;
+  const notes = [`Referral ${task.status}${reason ? `: ${reason}` : ''}`, ...(business ? [business] : [])];
+  notes.forEach((text, i) => segments.push(`NTE|${i + 1}||${e(text)}`));
   return { text: segments.join('\r'), controlId };
 }
 
@@ -140,7 +181,10 @@ export function osuO51(task: Task, sr: ServiceRequest | undefined, patient: Pati
 function ei(id: Identifier | undefined): string {
   if (!id?.value) return '';
   const oid = id.system?.startsWith('urn:oid:') ? id.system.slice(8) : undefined;
-  return oid ? `${e(id.value)}^^${oid}^ISO` : `${e(id.value)}^${e(id.system)}`;
+  if (oid) return `${e(id.value)}^^${oid}^ISO`;
+  // A namespace a v2 message gave (inbound datatypes.ts made the system of it) goes back as it came.
+  const namespace = id.system?.startsWith(AUTHORITY_SYSTEM) ? decodeURIComponent(id.system.slice(AUTHORITY_SYSTEM.length)) : id.system;
+  return `${e(id.value)}^${e(namespace)}`;
 }
 
 const APPOINTMENT_STATUS: Record<string, string> = { booked: 'Booked', pending: 'Pending', waitlist: 'Waitlist', 'checked-in': 'Started', arrived: 'Arrived', fulfilled: 'Complete', cancelled: 'Cancelled', noshow: 'Noshow' };

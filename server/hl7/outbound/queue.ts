@@ -103,14 +103,14 @@ export async function resend(deps: OutboundDeps, id: string): Promise<boolean> {
 
 // ---------------------------------------------------------------- triggers
 
-async function readRef<T extends Resource>(repo: Repository, ref: Reference | undefined, type: string): Promise<T | undefined> {
+export async function readRef<T extends Resource>(repo: Repository, ref: Reference | undefined, type: string): Promise<T | undefined> {
   const [t, id] = (ref?.reference ?? '').split('/');
   if (t !== type || !id) return undefined;
   return repo.readResource<T>(type, id).catch(() => undefined);
 }
 
 /** MLLP endpoints of the organisation a reference names (directly or through a PractitionerRole). */
-async function mllpEndpoints(repo: Repository, ref: Reference | undefined): Promise<string[]> {
+export async function mllpEndpoints(repo: Repository, ref: Reference | undefined): Promise<string[]> {
   const org = await readRef<Organization>(repo, ref, 'Organization');
   if (!org) return [];
   const out: string[] = [];

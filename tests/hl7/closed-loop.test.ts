@@ -224,6 +224,11 @@ describe('closed-loop referral: REF^I12 in, RRI^I12 out as it is answered', () =
     expect(first.segment('PID')?.get(3)).toBe(mrn);
     expect(first.all('NTE').map((n) => n.get(3))).toEqual(['Referral accepted', 'Seen within two weeks']);
 
+    // The referrer modifies its referral (REF^I13, still RF1-1 P): our answer stands.
+    expect(parseAck((await client.request(ref('I13', id, mrn))) as string).code).toBe('AA');
+    const [modified] = (await findBy(env, 'Task', [['identifier', `urn:wardlink:hl7v2:authority:${app}|${id}`]])) as Task[];
+    expect(modified.status).toBe('accepted');
+
     await env.repo.update<Task>({ ...accepted.resource, status: 'completed' });
     const both = await waitFor(() => rriFor(id), (l) => l.length >= 2);
     expect(both[1].segment('RF1')?.get(1)).toBe('A');

@@ -96,7 +96,11 @@ export function mapReferral(ctx: MapContext): void {
     restriction: expires ? { period: { end: expires } } : undefined,
     note: notes,
   } as Task);
-  ctx.plan.upsert(withIdentifier(task, key), key);
+  // A pending referral (RF1-1 P, new or modified) does not reset what the referred-to side has
+  // decided since (accepted, ...): its Task is created once. The referrer's cancel (I14) and
+  // other statuses it sets (R, E) do apply.
+  if (taskStatus === 'requested') ctx.plan.ensure(withIdentifier(task, key), key);
+  else ctx.plan.upsert(withIdentifier(task, key), key);
 }
 
 function coded(seg: Segment, field: number, table: string): CodeableConcept | undefined {

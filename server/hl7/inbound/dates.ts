@@ -62,7 +62,7 @@ export function dateOf(seg: Segment, n: number, kind: DateKind, c = 1): string |
 
 /** Where field n, component c of a segment is. */
 export function locationOf(seg: Segment, n: number, c = 1): ErrorLocation {
-  return { segment: seg.name, sequence: seg.sequence, field: n, ...(c > 1 ? { component: c } : {}) };
+  return { ...seg.locate(n, 1), ...(c > 1 ? { component: c } : {}) };
 }
 
 /** dateOf for component c (subcomponent s) of a field read from a segment (a name's or address's validity dates). */

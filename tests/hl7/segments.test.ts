@@ -199,3 +199,35 @@ describe('two entries resolving to one stored record', () => {
     expect(second.name?.[0].given).toEqual(['Tess']);
   });
 });
+
+describe('assigning authorities', () => {
+  it('gives every identifier kind (CX, XCN, EI) the same system for the same authority: OID, URI, UUID or namespace', async () => {
+    const mrn = uid('M');
+    const visit = uid('V');
+    const placer = uid('P');
+    expect(
+      await send([
+        `MSH|^~\\&|AUTHAPP|AUTHFAC|WARDLINK|HOSP|20240301120000||ADT^A01^ADT_A01|${uid('C')}|P|2.5.1`,
+        'EVN|A01|20240301120000',
+        `PID|1||${mrn}^^^&https://hospital.example/mrn&URI^MR||Auth^Ann||19700101|F`,
+        seg('PV1', { 1: '1', 2: 'I', 7: `77^Attend^Al^^^^^^&https://staff.example/npi&URI`, 19: `${visit}^^^&6f1c2b1e-0d7e-4c55-9d43-5f0c8e0a1b2c&UUID^VN`, 44: '20240301110000' }),
+      ]),
+    ).toBe('AA');
+    const [patient] = (await findBy(env, 'Patient', [['identifier', `https://hospital.example/mrn|${mrn}`]])) as Patient[];
+    expect(patient, 'CX with a URI authority').toBeDefined();
+    const [encounter] = (await findBy(env, 'Encounter', [['identifier', `urn:uuid:6f1c2b1e-0d7e-4c55-9d43-5f0c8e0a1b2c|${visit}`]])) as Encounter[];
+    expect(encounter, 'CX with a UUID authority').toBeDefined();
+    expect(encounter.participant?.[0].individual?.identifier).toEqual({ system: 'https://staff.example/npi', value: '77' });
+
+    expect(
+      await send([
+        `MSH|^~\\&|AUTHAPP|AUTHFAC|WARDLINK|HOSP|20240301120000||ORM^O01^ORM_O01|${uid('C')}|P|2.5.1`,
+        `PID|1||${mrn}^^^&https://hospital.example/mrn&URI^MR||Auth^Ann||19700101|F`,
+        `ORC|NW|${placer}^^https://orders.example/placer^URI`,
+        `OBR|1|${placer}^^https://orders.example/placer^URI||CXR^Chest X-ray^L`,
+      ]),
+    ).toBe('AA');
+    const [order] = await findBy(env, 'ServiceRequest', [['identifier', `https://orders.example/placer|${placer}`]]);
+    expect(order, 'EI with a URI universal id').toBeDefined();
+  });
+});

@@ -75,17 +75,24 @@ export function tableConcept(code: string, table: string, display?: string): Cod
   return { coding: [clean({ system: v2Table(table), code, display })] };
 }
 
-/** HD (namespace^universal id^type) -> an identifier system URI. */
-export function systemFromHd(f: Field, first: number): string | undefined {
-  const ns = f.get(first, 1);
-  const universal = f.get(first, 2);
-  const type = f.get(first, 3).toUpperCase();
+/**
+ * The identifier system of an assigning authority given as an HD (namespace, universal id,
+ * universal id type): the OID, URI or UUID where the universal id is one, else a system made of
+ * the namespace (or the universal id). The one rule for CX, EI, XCN and HD fields.
+ */
+export function authoritySystem(ns: string, universal: string, universalType: string): string | undefined {
+  const type = universalType.toUpperCase();
   if (universal && type === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) return `urn:oid:${universal}`;
   if (universal && (type === 'URI' || type === 'URL')) return universal;
   if (universal && type === 'UUID') return `urn:uuid:${universal}`;
   if (ns) return `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
   if (universal) return `${AUTHORITY_SYSTEM}${encodeURIComponent(universal)}`;
   return undefined;
+}
+
+/** HD (namespace^universal id^type, from component `first` on) -> an identifier system URI. */
+export function systemFromHd(f: Field, first: number): string | undefined {
+  return authoritySystem(f.get(first, 1), f.get(first, 2), f.get(first, 3));
 }
 
 export interface IdentifierScope {
@@ -97,17 +104,8 @@ export interface IdentifierScope {
 export function cxIdentifier(f: Field, scope: IdentifierScope): Identifier | undefined {
   const value = f.get(1);
   if (!value) return undefined;
-  // CX.4 is an HD whose parts are subcomponents.
-  const ns = f.get(4, 1);
-  const universal = f.get(4, 2);
-  const uType = f.get(4, 3).toUpperCase();
-  let system: string | undefined;
-  if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
-  else if (universal && (uType === 'URI' || uType === 'URL')) system = universal;
-  else if (ns) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
-  else if (universal) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(universal)}`;
-  // CX.9 / CX.10 (assigning jurisdiction / agency) when CX.4 is empty.
-  system ??= scope.fallbackSystem;
+  // CX.4 is an HD whose parts are subcomponents; without it, the sending facility's scope.
+  const system = authoritySystem(f.get(4, 1), f.get(4, 2), f.get(4, 3)) ?? scope.fallbackSystem;
   const typeCode = f.get(5);
   return clean({
     system,
@@ -121,14 +119,7 @@ export function eiIdentifier(f: Field | undefined, scope: IdentifierScope, typeC
   if (!f) return undefined;
   const value = f.get(1);
   if (!value) return undefined;
-  const ns = f.get(2);
-  const universal = f.get(3);
-  const uType = f.get(4).toUpperCase();
-  let system: string | undefined;
-  if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
-  else if (universal && (uType === 'URI' || uType === 'URL')) system = universal;
-  else if (ns) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
-  system ??= scope.fallbackSystem;
+  const system = authoritySystem(f.get(2), f.get(3), f.get(4)) ?? scope.fallbackSystem;
   return clean({ system, value, type: typeCode ? { coding: [{ system: v2Table('0203'), code: typeCode }] } : undefined });
 }
 
@@ -192,14 +183,7 @@ export function displayName(name: HumanName | undefined): string | undefined {
 export function xcnIdentifier(f: Field, scope: IdentifierScope): Identifier | undefined {
   const value = f.get(1);
   if (!value) return undefined;
-  const ns = f.get(9, 1);
-  const universal = f.get(9, 2);
-  const uType = f.get(9, 3).toUpperCase();
-  let system: string | undefined;
-  if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
-  else if (ns) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
-  system ??= scope.fallbackSystem;
-  return { system, value };
+  return { system: authoritySystem(f.get(9, 1), f.get(9, 2), f.get(9, 3)) ?? scope.fallbackSystem, value };
 }
 
 /** XCN -> a logical Reference (identifier + display), for participants we do not store. */

@@ -8,7 +8,7 @@ import { STATUS_RECIPIENT_TAG } from '../outbound/reply.ts';
 import { toFhirDateTime } from '../datetime.ts';
 import { ErrorCode, V2Error, type Field, type Segment } from '../message.ts';
 import { derivedKey, keyText, missingField, required, type MapContext } from './context.ts';
-import { AUTHORITY_SYSTEM, clean, codeableConcept, codeSystemUri, eiIdentifier, tableConcept, v2Table, xcnReference } from './datatypes.ts';
+import { authoritySystem, clean, codeableConcept, codeSystemUri, eiIdentifier, tableConcept, v2Table, xcnReference } from './datatypes.ts';
 import { mapPatient } from './patient.ts';
 import { hasVisit, mapEncounter } from './encounter.ts';
 import { withIdentifier } from './plan.ts';
@@ -232,10 +232,7 @@ function mapSpecimen(ctx: MapContext, spm: Segment, reportKey: string): string {
 function eipPart(ctx: MapContext, f: Field, component: 1 | 2, typeCode: string): Identifier | undefined {
   const value = f.get(component, 1);
   if (!value) return undefined;
-  const [ns, universal, uType] = [f.get(component, 2), f.get(component, 3), f.get(component, 4).toUpperCase()];
-  let system = ctx.scope.fallbackSystem;
-  if (universal && uType === 'ISO' && /^\d+(\.\d+)*$/.test(universal)) system = `urn:oid:${universal}`;
-  else if (ns) system = `${AUTHORITY_SYSTEM}${encodeURIComponent(ns)}`;
+  const system = authoritySystem(f.get(component, 2), f.get(component, 3), f.get(component, 4)) ?? ctx.scope.fallbackSystem;
   return { system, value, type: { coding: [{ system: v2Table('0203'), code: typeCode }] } };
 }
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseMessage, type Message } from '../../server/hl7/message.ts';
 import { startMllpServer, type MllpServer } from '../../server/hl7/mllp.ts';
 import { REFERRAL_RESPONSE_TAG, SENDER_SYSTEM, STATUS_RECIPIENT_TAG } from '../../server/hl7/outbound/reply.ts';
-import { MllpClient, findBy, log, mkMessage, parseAck, startHl7Env, type Hl7Env } from './support.ts';
+import { MllpClient, findBy, log, mkMessage, parseAck, startHl7Env, storedNotes, type Hl7Env } from './support.ts';
 
 let env: Hl7Env;
 let client: MllpClient;
@@ -62,10 +62,7 @@ async function waitFor<T>(fn: () => T | Promise<T>, ok: (v: T) => boolean, ms = 
 
 const answersTo = (controlId: string) => received.filter((m) => m.segment('MSA')?.get(2) === controlId);
 
-async function notesOf(controlId: string): Promise<string[]> {
-  const res = await env.db.query<{ notes: string[] | null }>('SELECT notes FROM hl7_message WHERE control_id = $1', [controlId]);
-  return res.rows[0]?.notes ?? [];
-}
+const notesOf = (controlId: string) => storedNotes(env, controlId);
 
 describe('enhanced mode: application ACK back to the sender', () => {
   const app = 'ENHAPP';

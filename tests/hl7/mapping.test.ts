@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHl7Router } from '../../server/hl7/index.ts';
-import { MllpClient, findBy, frameBoth, mkMessage, parseAck, startHl7Env, type Hl7Env } from './support.ts';
+import { MllpClient, errorsOf, findBy, frameBoth, mkMessage, parseAck, startHl7Env, storedNotes, type Hl7Env } from './support.ts';
 
 let env: Hl7Env;
 let client: MllpClient;
@@ -156,8 +156,7 @@ describe('ADT mapping', () => {
     const ack = await send(segments);
     expect(ack.code).toBe('AA');
     // ERR-2 location (segment^sequence^field), ERR-3 102 data type error, ERR-4 severity W.
-    const errs = ack.err.map((e) => ({ location: e[2], code: e[3].split('^')[0], severity: e[4], text: e[8] }));
-    expect(errs).toEqual([
+    expect(errorsOf(ack)).toEqual([
       { location: 'PID^3^7^1', code: '102', severity: 'W', text: 'PID-7 "DOB" is not a valid HL7 date/time: left out' },
       { location: 'PV1^5^44^1', code: '102', severity: 'W', text: 'PV1-44 "20241301110000+0100" is not a valid HL7 date/time: left out' },
     ]);
@@ -166,8 +165,7 @@ describe('ADT mapping', () => {
     expect(p.name[0].given).toEqual(['Mary', 'Ann']);
     const [enc] = await findBy(env, 'Encounter', [['identifier', `urn:oid:1.2.3.5|V${mrn}`]]);
     expect(enc.period?.start).toBeUndefined();
-    const stored = await env.db.query<{ notes: string[] }>(`SELECT notes FROM hl7_message WHERE control_id = $1`, [control]);
-    expect(stored.rows[0].notes).toEqual(expect.arrayContaining([expect.stringContaining('PID-7 "DOB"'), expect.stringContaining('PV1-44')]));
+    expect(await storedNotes(env, control)).toEqual(expect.arrayContaining([expect.stringContaining('PID-7 "DOB"'), expect.stringContaining('PV1-44')]));
   });
 
   it('warns of validity dates inside a name or an address that are not dates, keeping the rest of them', async () => {
@@ -182,16 +180,16 @@ describe('ADT mapping', () => {
     const ack = await send(segments);
     expect(ack.code).toBe('AA');
     // ERR-2: segment^sequence^field^repetition^component.
-    const errs = ack.err.map((e) => ({ location: e[2], code: e[3].split('^')[0], severity: e[4], text: e[8] }));
-    expect(errs).toEqual([
+    expect(errorsOf(ack)).toEqual([
       { location: 'PID^3^5^2^12', code: '102', severity: 'W', text: 'PID-5(2).12 "20241301" is not a valid HL7 date/time: left out' },
       { location: 'PID^3^11^1^14', code: '102', severity: 'W', text: 'PID-11.14 "NEVER" is not a valid HL7 date/time: left out' },
     ]);
     const [p] = await patientBy(mrn);
     expect(p.name[1]).toEqual({ use: 'maiden', family: 'Smith', given: ['Mary'] });
     expect(p.address[0].period).toEqual({ start: '2020-01-01' });
-    const stored = await env.db.query<{ notes: string[] }>(`SELECT notes FROM hl7_message WHERE control_id = $1`, [control]);
-    expect(stored.rows[0].notes).toEqual(expect.arrayContaining([expect.stringContaining('PID-5(2).12 "20241301"'), expect.stringContaining('PID-11.14 "NEVER"')]));
+    expect(await storedNotes(env, control)).toEqual(
+      expect.arrayContaining([expect.stringContaining('PID-5(2).12 "20241301"'), expect.stringContaining('PID-11.14 "NEVER"')]),
+    );
   });
 });
 
@@ -302,7 +300,9 @@ describe('SIU, ORU, ORM and REF mapping', () => {
       'OBX|1|DT|11778-8^Delivery date Estimated^LN||2024-13-01||||||F',
     ]);
     expect(oru.code).toBe('AA');
-    expect(oru.err.map((e) => [e[2], e[4], e[8]])).toEqual([['OBX^4^5^1', 'W', 'OBX-5 "2024-13-01" is not a valid HL7 date/time: kept as text (valueString)']]);
+    expect(errorsOf(oru)).toEqual([
+      { location: 'OBX^4^5^1', code: '102', severity: 'W', text: 'OBX-5 "2024-13-01" is not a valid HL7 date/time: kept as text (valueString)' },
+    ]);
     const [report] = await findBy(env, 'DiagnosticReport', [['identifier', `urn:wardlink:hl7v2:authority:LAB|${order}`]]);
     const obs = await env.repo.readResource<any>('Observation', report.result[0].reference.split('/')[1]);
     expect(obs.valueString).toBe('2024-13-01');
@@ -314,8 +314,8 @@ describe('SIU, ORU, ORM and REF mapping', () => {
       `PID|1||${mrn}^^^&1.2.3.4&ISO^MR||Doe^Jim||19700101|M`,
     ]);
     expect(siu.code).toBe('AE');
-    expect(siu.err.map((e) => [e[2], e[3].split('^')[0], e[4], e[8]])).toEqual([
-      ['SCH^2^11^1^4', '102', 'E', 'SCH-11.4 "20240401097000" is not a valid HL7 date/time: a booked appointment needs its start and end'],
+    expect(errorsOf(siu)).toEqual([
+      { location: 'SCH^2^11^1^4', code: '102', severity: 'E', text: 'SCH-11.4 "20240401097000" is not a valid HL7 date/time: a booked appointment needs its start and end' },
     ]);
     expect(await findBy(env, 'Appointment', [['identifier', `urn:wardlink:hl7v2:authority:FILLER|${appt}`]])).toEqual([]);
   });

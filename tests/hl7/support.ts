@@ -145,6 +145,17 @@ export function parseAck(ack: string): { code: string; controlId: string; msh: s
   return { code: msa[1] ?? '', controlId: msa[2] ?? '', msh, err: lines.filter((l) => l.startsWith('ERR')).map((l) => l.split('|')) };
 }
 
+/** An ACK's ERR segments as ERR-2 location, ERR-3 code, ERR-4 severity and ERR-8 text. */
+export function errorsOf(ack: { err: string[][] }): { location: string; code: string; severity: string; text: string }[] {
+  return ack.err.map((e) => ({ location: e[2], code: e[3].split('^')[0], severity: e[4], text: e[8] }));
+}
+
+/** The notes the message store keeps for a message (by its MSH-10). */
+export async function storedNotes(env: Hl7Env, controlId: string): Promise<string[]> {
+  const res = await env.db.query<{ notes: string[] | null }>('SELECT notes FROM hl7_message WHERE control_id = $1', [controlId]);
+  return res.rows[0]?.notes ?? [];
+}
+
 /** Resources of type whose token param matches. */
 export async function findBy(env: Hl7Env, type: string, params: [string, string][]): Promise<Record<string, any>[]> {
   const matches = await findMatches(env.db, type, params, 100);

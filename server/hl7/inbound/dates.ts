@@ -66,9 +66,9 @@ export function locationOf(seg: Segment, n: number, c = 1): ErrorLocation {
 }
 
 /** dateOf for component c (subcomponent s) of a field read from a segment (a name's or address's validity dates). */
-export function componentDate(f: Field, c: number, s = 1, kind: DateKind = 'dateTime'): string | undefined {
+export function componentDate(f: Field, c: number, s = 1): string | undefined {
   const at = f.at ?? { segment: '' };
-  return convert(f.get(c, s), kind, { ...at, ...(c > 1 || s > 1 ? { component: c } : {}), ...(s > 1 ? { subcomponent: s } : {}) });
+  return convert(f.get(c, s), 'dateTime', { ...at, ...(c > 1 || s > 1 ? { component: c } : {}), ...(s > 1 ? { subcomponent: s } : {}) });
 }
 
 /** A FHIR period of two FHIR dateTimes (either may be missing); an end before the start is dropped. */
